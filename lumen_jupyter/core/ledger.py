@@ -1,0 +1,156 @@
+"""Balances and their ledger: every change to a balance is a ledger row.
+
+Each function runs inside the caller's write transaction, so the balance
+update and its ledger row commit together, and ``balance == sum(ledger)``
+holds for every account at every commit.  Updates are single conditional
+statements, safe against concurrent writers on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select, update
+
+from ..store import Store
+from ..store.schema import balances, ledger
+from .catalog import PoolSpec
+from .pools import compute_refill
+
+_REFILL_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    balance_micro: int
+    last_refill_at: datetime
+
+
+def write_ledger(
+    conn: Connection,
+    account_id: int,
+    kind: str,
+    amount: int,
+    now: datetime,
+    *,
+    request_id: int | None = None,
+    note: str | None = None,
+) -> None:
+    conn.execute(
+        ledger.insert().values(
+            account_id=account_id,
+            kind=kind,
+            amount_micro=amount,
+            request_id=request_id,
+            note=note,
+            created_at=now,
+        )
+    )
+
+
+def read_balance(conn: Connection, account_id: int) -> BalanceRow | None:
+    row = conn.execute(
+        select(balances.c.balance_micro, balances.c.last_refill_at).where(
+            balances.c.account_id == account_id
+        )
+    ).first()
+    return None if row is None else BalanceRow(int(row[0]), row[1])
+
+
+def ensure_balance(
+    store: Store, conn: Connection, account_id: int, pool: PoolSpec, now: datetime
+) -> None:
+    """Open the balance lazily at the pool's ``starting`` value (a ``grant`` row)."""
+    opened = store.insert_ignore(
+        conn,
+        balances,
+        {
+            "account_id": account_id,
+            "balance_micro": pool.starting_micro,
+            "last_refill_at": now,
+        },
+    )
+    if opened and pool.starting_micro:
+        write_ledger(conn, account_id, "grant", pool.starting_micro, now, note="starting balance")
+
+
+def refill_if_due(conn: Connection, account_id: int, pool: PoolSpec, now: datetime) -> int:
+    """Apply a due refill; returns the credit (0 when none was due).
+
+    The UPDATE is conditional on the balance and refill time it was computed
+    from; if a concurrent writer moved either, it is recomputed.  Two refillers
+    can never both credit the same hour.
+    """
+    for _ in range(_REFILL_ATTEMPTS):
+        current = read_balance(conn, account_id)
+        if current is None:
+            return 0
+        outcome = compute_refill(current.balance_micro, current.last_refill_at, now, pool)
+        if outcome is None:
+            return 0
+        result = conn.execute(
+            update(balances)
+            .where(
+                balances.c.account_id == account_id,
+                balances.c.balance_micro == current.balance_micro,
+                balances.c.last_refill_at == current.last_refill_at,
+            )
+            .values(balance_micro=outcome.new_balance, last_refill_at=now)
+        )
+        if result.rowcount == 1:
+            if outcome.credit:
+                write_ledger(conn, account_id, "refill", outcome.credit, now)
+            return outcome.credit
+    return 0
+
+
+def add_to_balance(
+    conn: Connection,
+    account_id: int,
+    amount: int,
+    kind: str,
+    now: datetime,
+    *,
+    request_id: int | None = None,
+    note: str | None = None,
+) -> bool:
+    """Add ``amount`` (may be negative) unconditionally; ``False`` if there is no balance."""
+    result = conn.execute(
+        update(balances)
+        .where(balances.c.account_id == account_id)
+        .values(balance_micro=balances.c.balance_micro + amount)
+    )
+    if result.rowcount != 1:
+        return False
+    if amount:
+        write_ledger(conn, account_id, kind, amount, now, request_id=request_id, note=note)
+    return True
+
+
+def take_from_balance(
+    conn: Connection, account_id: int, amount: int, now: datetime, *, strict: bool
+) -> bool:
+    """Reserve ``amount`` if the balance is positive (and, when strict, covers it)."""
+    conditions = [balances.c.account_id == account_id, balances.c.balance_micro > 0]
+    if strict:
+        conditions.append(balances.c.balance_micro >= amount)
+    result = conn.execute(
+        update(balances).where(*conditions).values(balance_micro=balances.c.balance_micro - amount)
+    )
+    return result.rowcount == 1
+
+
+def ledger_sum(conn: Connection, account_id: int) -> int:
+    total = conn.execute(
+        select(func.coalesce(func.sum(ledger.c.amount_micro), 0)).where(
+            ledger.c.account_id == account_id
+        )
+    ).scalar_one()
+    return int(total)
+
+
+def ledger_matches_balance(conn: Connection, account_id: int) -> bool:
+    """The invariant ``balance == sum(ledger)`` (no balance row counts as 0)."""
+    current = read_balance(conn, account_id)
+    return ledger_sum(conn, account_id) == (current.balance_micro if current else 0)

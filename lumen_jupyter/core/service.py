@@ -1,0 +1,519 @@
+"""The one entry point to the domain: what handlers, the gateway and the CLI call.
+
+It ties the catalog (configuration), the store (state) and a clock together
+and returns plain JSON-ready dictionaries.  It is synchronous; the server runs
+it off the event loop.  Nothing here knows about HTTP or Jupyter.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, select
+
+from ..store import Store
+from ..store.schema import api_keys, consents, user_pools
+from . import billing, keyring
+from .access import may_call, resolve_access
+from .accounts import Identity, account_id, ensure_account
+from .catalog import Access, Catalog, ModelSpec, PoolSpec
+from .clock import Clock, SystemClock, isoformat_z
+from .errors import BadRequest, BudgetExhausted, NotFound, PermissionDenied
+from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
+from .money import format_coins
+from .pools import ResolvedPool, next_refill_at, resolve_pool
+from .usage import Counters, Summary, Usage, history, summarize
+
+StatusProvider = Callable[[ModelSpec], tuple[str, int, int]]
+"""Returns (status, configured endpoints, healthy endpoints) for a model."""
+
+
+def static_status(model: ModelSpec) -> tuple[str, int, int]:
+    """Status when nothing probes the endpoints: configured ones count as healthy."""
+    configured = len(model.endpoints)
+    if not model.active:
+        return "disabled", configured, configured
+    return ("ok" if configured else "down"), configured, configured
+
+
+def coins_json(micro: int) -> dict[str, Any]:
+    return {"micro": micro, "text": format_coins(micro)}
+
+
+def counters_json(c: Counters) -> dict[str, Any]:
+    return {
+        "requests": c.requests,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "tokens": c.tokens,
+        "coins_micro": c.coins_micro,
+        "coins": format_coins(c.coins_micro),
+        "last_used_at": isoformat_z(c.last_used_at),
+    }
+
+
+def avatar_url(email: str | None) -> str | None:
+    """Gravatar for ``email`` with the mystery-person fallback, or ``None``."""
+    if not email:
+        return None
+    digest = hashlib.sha256(email.strip().lower().encode("utf-8")).hexdigest()
+    return f"https://www.gravatar.com/avatar/{digest}?d=mp&s=160"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted call: the request to settle or release, and what was reserved."""
+
+    request_id: int
+    account_id: int
+    model: ModelSpec
+    reserved_micro: int
+
+
+class LumenService:
+    """The domain as one object."""
+
+    def __init__(
+        self,
+        store: Store,
+        catalog: Catalog,
+        secret: bytes,
+        *,
+        clock: Clock | None = None,
+        strict_billing: bool = True,
+        status_provider: StatusProvider = static_status,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.secret = secret
+        self.clock = clock or SystemClock()
+        self.strict_billing = strict_billing
+        self.status_provider = status_provider
+        self._account_ids: dict[str, int] = {}
+
+    # -- accounts and pools -------------------------------------------------------------
+
+    def account(self, username: str) -> int:
+        cached = self._account_ids.get(username)
+        if cached is not None:
+            return cached
+        with self.store.write() as conn:
+            found = ensure_account(self.store, conn, username, self.clock.now())
+        self._account_ids[username] = found
+        return found
+
+    def _user_pool_override(self, conn: Connection, acct: int) -> PoolSpec | None:
+        row = conn.execute(select(user_pools).where(user_pools.c.account_id == acct)).first()
+        if row is None:
+            return None
+        return PoolSpec(
+            max_micro=None if row.max_micro is None else int(row.max_micro),
+            refresh_micro=int(row.refresh_micro),
+            starting_micro=int(row.starting_micro),
+        )
+
+    def resolve_pool(self, conn: Connection, who: Identity, acct: int) -> ResolvedPool | None:
+        user_pool = self._user_pool_override(conn, acct) or self.catalog.user(who.username).pool
+        groups = self.catalog.groups_of(who.username, who.groups)
+        return resolve_pool(user_pool, groups, self.catalog.default_pool)
+
+    def group_names(self, who: Identity) -> list[str]:
+        names = {g.name for g in self.catalog.groups_of(who.username, who.groups)}
+        return sorted(n for n in names if n != "default")
+
+    def pool_state(self, who: Identity) -> dict[str, Any]:
+        """The Coins Available and Refill Rate tiles; applies a due refill first."""
+        acct = self.account(who.username)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            resolved = self.resolve_pool(conn, who, acct)
+            if resolved is None:
+                return {"state": "none", "source": None}
+            spec = resolved.spec
+            if spec.unlimited:
+                return {"state": "unlimited", "source": resolved.source}
+            ensure_balance(self.store, conn, acct, spec, now)
+            refill_if_due(conn, acct, spec, now)
+            current = read_balance(conn, acct)
+        assert current is not None and spec.max_micro is not None
+        upcoming = next_refill_at(current.last_refill_at, spec)
+        return {
+            "state": "blocked" if spec.blocked else "limited",
+            "source": resolved.source,
+            "balance": coins_json(current.balance_micro),
+            "max": coins_json(spec.max_micro),
+            "refresh_per_hour": coins_json(spec.refresh_micro),
+            "exhausted": current.balance_micro <= 0,
+            "last_refill_at": isoformat_z(current.last_refill_at),
+            "next_refill_at": isoformat_z(upcoming),
+        }
+
+    # -- profile --------------------------------------------------------------------------
+
+    def profile(self, who: Identity) -> dict[str, Any]:
+        acct = self.account(who.username)
+        pool = self.pool_state(who)
+        with self.store.read() as conn:
+            summary = summarize(conn, acct)
+        return {
+            "user": {
+                "username": who.username,
+                "display_name": who.display_name,
+                "email": who.email,
+                "initials": who.initials or _initials(who.display_name or who.username),
+                "avatar_url": avatar_url(who.email),
+            },
+            "tiles": {
+                "groups": self.group_names(who),
+                "coins_used": coins_json(summary.total.coins_micro),
+                "tokens_used": summary.total.tokens,
+                "favorite_model": summary.favorite_model,
+            },
+            "pool": pool,
+            "web_chat": {
+                "conversations": summary.chat_conversations,
+                **counters_json(summary.chat),
+            },
+            "server_time": isoformat_z(self.clock.now()),
+        }
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def list_keys(self, who: Identity, include_revoked: bool = False) -> list[dict[str, Any]]:
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            rows = keyring.list_keys(conn, acct, include_revoked)
+        return [_key_json(row) for row in rows]
+
+    def create_key(self, who: Identity, name: str | None) -> dict[str, Any]:
+        """A new key: the only response that ever carries the raw key."""
+        acct = self.account(who.username)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            keyring.purge_stale_drafts(conn, now)
+            key_id, raw = keyring.create_key(conn, acct, self.secret, now, name)
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
+        return {**_key_json(row), "key": raw}
+
+    def save_key(self, who: Identity, key_id: int, name: Any) -> dict[str, Any]:
+        acct = self.account(who.username)
+        with self.store.write() as conn:
+            keyring.save_key(conn, acct, key_id, name)
+            row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
+        return _key_json(row)
+
+    def revoke_key(self, who: Identity, key_id: int) -> str:
+        acct = self.account(who.username)
+        with self.store.write() as conn:
+            return keyring.revoke_key(conn, acct, key_id, self.clock.now())
+
+    def key_owner(self, raw: str) -> keyring.KeyOwner | None:
+        with self.store.read() as conn:
+            return keyring.find_active_key(conn, raw, self.secret)
+
+    # -- models, access, consent -------------------------------------------------------------
+
+    def _consents(self, conn: Connection, acct: int) -> dict[str, str]:
+        rows = conn.execute(
+            select(consents.c.model, consents.c.notice_digest).where(consents.c.account_id == acct)
+        )
+        return {str(m): str(d) for m, d in rows}
+
+    def access_map(self, who: Identity) -> dict[str, Access]:
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            given = self._consents(conn, acct)
+        user = self.catalog.user(who.username)
+        groups = self.catalog.groups_of(who.username, who.groups)
+        return {
+            name: resolve_access(model, user, groups, self.catalog, given.get(name))
+            for name, model in self.catalog.models.items()
+        }
+
+    def model_json(self, model: ModelSpec, access: Access, usage: Counters) -> dict[str, Any]:
+        status, configured, healthy = self.status_provider(model)
+        data: dict[str, Any] = {
+            "name": model.name,
+            "description": model.description,
+            "active": model.active,
+            "access": access.value,
+            "status": status,
+            "instances": {"configured": configured, "healthy": healthy},
+            "needs_consent": model.needs_consent,
+            "notice": model.notice if model.needs_consent else None,
+            "notice_digest": model.notice_digest if model.needs_consent else None,
+            "input_cost_per_million": coins_json(model.input_price_micro),
+            "output_cost_per_million": coins_json(model.output_price_micro),
+            "max_model_len": model.max_model_len,
+            "max_output_tokens": model.max_output_tokens,
+            "supports_function_calling": model.supports_function_calling,
+            "supports_reasoning": model.supports_reasoning,
+            "knowledge_cutoff": model.knowledge_cutoff,
+            "input_modalities": list(model.input_modalities or []) or None,
+            "output_modalities": list(model.output_modalities or []) or None,
+            "usage": counters_json(usage),
+        }
+        return data
+
+    def list_models(self, who: Identity) -> list[dict[str, Any]]:
+        acct = self.account(who.username)
+        access = self.access_map(who)
+        with self.store.read() as conn:
+            summary = summarize(conn, acct)
+        return [
+            self.model_json(model, access[name], summary.by_model.get(name, Counters()))
+            for name, model in sorted(self.catalog.models.items())
+        ]
+
+    def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
+        model = self.catalog.models.get(name)
+        if model is None:
+            raise NotFound(f"no model named {name!r}", code="model_not_found")
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            summary = summarize(conn, acct)
+        access = self.access_map(who)[name]
+        return self.model_json(model, access, summary.by_model.get(name, Counters()))
+
+    def consent(self, who: Identity, name: str, notice_digest: str | None = None) -> dict[str, Any]:
+        """Acknowledge a model's current notice.  Blocked or consent-free models are a 400.
+
+        When ``notice_digest`` is given it must match the current notice, so a
+        person cannot accept a text they were not shown.
+        """
+        model = self.catalog.models.get(name)
+        if model is None:
+            raise NotFound(f"no model named {name!r}", code="model_not_found")
+        access = self.access_map(who)[name]
+        if access is Access.BLOCKED:
+            raise BadRequest(f"{name} is blocked for you; consent cannot unblock it")
+        if not model.needs_consent:
+            raise BadRequest(f"{name} does not need consent")
+        if notice_digest is not None and notice_digest != model.notice_digest:
+            raise BadRequest(
+                f"the notice of {name} has changed; read it again before accepting",
+                code="notice_changed",
+            )
+        acct = self.account(who.username)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            self.store.upsert(
+                conn,
+                consents,
+                {
+                    "account_id": acct,
+                    "model": name,
+                    "notice_digest": model.notice_digest,
+                    "created_at": now,
+                },
+                keys=("account_id", "model"),
+                replace=("notice_digest", "created_at"),
+            )
+        return self.model_detail(who, name)
+
+    # -- usage ------------------------------------------------------------------------------
+
+    def usage_history(
+        self, who: Identity, period: str, bucket: str | None, group_by: str
+    ) -> dict[str, Any]:
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            names = {}
+            if group_by == "key":
+                names = {
+                    int(i): str(n)
+                    for i, n in conn.execute(
+                        select(api_keys.c.id, api_keys.c.name).where(api_keys.c.account_id == acct)
+                    )
+                }
+            return history(
+                conn,
+                acct,
+                period=period,
+                bucket=bucket,
+                group_by=group_by,
+                today=self.clock.now().date(),
+                key_names=names,
+            )
+
+    def summary(self, who: Identity) -> Summary:
+        with self.store.read() as conn:
+            return summarize(conn, self.account(who.username))
+
+    # -- the gateway's part -------------------------------------------------------------------
+
+    def callable_model(self, who: Identity, name: str) -> ModelSpec:
+        """The model, if this user may call it now; else the error to answer."""
+        model = self.catalog.models.get(name)
+        access = self.access_map(who).get(name)
+        if model is None or access is None:
+            raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
+        if not model.active:
+            raise NotFound(f"The model '{name}' is disabled", code="model_disabled")
+        if access is Access.BLOCKED:
+            raise PermissionDenied(
+                f"You do not have access to '{name}'; ask an administrator for access",
+                code="model_blocked",
+            )
+        if not may_call(access, self.catalog.require_consent):
+            raise PermissionDenied(
+                f"'{name}' needs your one-time consent first: read its notice and accept it "
+                f"with `%lumen consent {name}` or on the Profile page",
+                code="consent_required",
+            )
+        return model
+
+    def admit(
+        self,
+        who: Identity,
+        ctx: billing.CallContext,
+        model: ModelSpec,
+        worst_case: int,
+        endpoint: str,
+    ) -> Admission:
+        now = self.clock.now()
+        with self.store.write() as conn:
+            resolved = self.resolve_pool(conn, who, ctx.account_id)
+            outcome = billing.admit(
+                self.store,
+                conn,
+                ctx,
+                pool=resolved.spec if resolved else None,
+                model=model.name,
+                endpoint=endpoint,
+                worst_case_micro=worst_case,
+                strict=self.strict_billing,
+                now=now,
+            )
+        if isinstance(outcome, billing.Refusal):
+            raise self._refusal_error(outcome, resolved)
+        reserved = worst_case if self.strict_billing and resolved and resolved.spec.max_micro else 0
+        return Admission(outcome, ctx.account_id, model, reserved)
+
+    def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
+        if refusal.reason == "no_pool":
+            return PermissionDenied(
+                "No coin budget has been set up for your account; ask an administrator for one",
+                code="no_pool",
+            )
+        if refusal.reason == "pool_blocked":
+            return PermissionDenied(
+                "Your coin pool is blocked (max 0); ask an administrator", code="pool_blocked"
+            )
+        balance = refusal.balance_micro or 0
+        message = f"Coin budget exhausted: your balance is {format_coins(balance)} coins"
+        if balance > 0 and refusal.needed_micro:
+            message = (
+                f"Coin budget too low: this request may cost up to "
+                f"{format_coins(refusal.needed_micro)} coins and your balance is "
+                f"{format_coins(balance)}; lower max_tokens or wait for the refill"
+            )
+        if refusal.next_refill_at is not None and resolved is not None:
+            message += (
+                f". The next refill (+{format_coins(resolved.spec.refresh_micro)} coins/hour) "
+                f"comes at {isoformat_z(refusal.next_refill_at)}"
+            )
+        else:
+            message += ". Ask an administrator to grant more coins"
+        return BudgetExhausted(message, next_refill_at=isoformat_z(refusal.next_refill_at))
+
+    def settle(
+        self,
+        admission: Admission,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        status: str = "ok",
+        estimated: bool = False,
+        http_status: int | None = 200,
+    ) -> billing.Settled | None:
+        cost = billing.actual_cost(admission.model, input_tokens, output_tokens)
+        with self.store.write() as conn:
+            return billing.settle(
+                self.store,
+                conn,
+                admission.request_id,
+                usage=Usage(input_tokens, output_tokens, cost),
+                status=status,
+                estimated=estimated,
+                http_status=http_status,
+                now=self.clock.now(),
+            )
+
+    def release(self, admission: Admission, *, status: str, http_status: int | None) -> bool:
+        with self.store.write() as conn:
+            return billing.release(
+                conn,
+                admission.request_id,
+                status=status,
+                http_status=http_status,
+                now=self.clock.now(),
+            )
+
+    def reconcile(self, username: str, started_before: datetime) -> int:
+        acct = self.account(username)
+        with self.store.write() as conn:
+            return billing.reconcile(conn, acct, started_before, self.clock.now())
+
+    # -- administration ---------------------------------------------------------------------
+
+    def grant(self, who: Identity, amount_micro: int, note: str | None = None) -> dict[str, Any]:
+        """Add (or, negative, take) coins by hand: an ``adjust`` ledger row."""
+        acct = self.account(who.username)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            resolved = self.resolve_pool(conn, who, acct)
+            if resolved is None or resolved.spec.unlimited:
+                state = "no pool" if resolved is None else "an unlimited pool"
+                raise BadRequest(f"{who.username} has {state}; there is no balance to adjust")
+            ensure_balance(self.store, conn, acct, resolved.spec, now)
+            refill_if_due(conn, acct, resolved.spec, now)
+            add_to_balance(conn, acct, amount_micro, "adjust", now, note=note or "admin grant")
+        return self.pool_state(who)
+
+    def set_user_pool(self, username: str, pool: PoolSpec | None) -> None:
+        """Give ``username`` their own pool (``None`` removes it)."""
+        acct = self.account(username)
+        with self.store.write() as conn:
+            conn.execute(delete(user_pools).where(user_pools.c.account_id == acct))
+            if pool is not None:
+                conn.execute(
+                    user_pools.insert().values(
+                        account_id=acct,
+                        max_micro=pool.max_micro,
+                        refresh_micro=pool.refresh_micro,
+                        starting_micro=pool.starting_micro,
+                        updated_at=self.clock.now(),
+                    )
+                )
+
+    def known_account(self, username: str) -> int | None:
+        with self.store.read() as conn:
+            return account_id(conn, username)
+
+
+def _key_json(row: Any) -> dict[str, Any]:
+    return {
+        "id": int(row.id),
+        "name": row.name,
+        "hint": row.hint,
+        "status": row.status,
+        "created_at": isoformat_z(row.created_at),
+        "revoked_at": isoformat_z(row.revoked_at),
+        "last_used_at": isoformat_z(row.last_used_at),
+        "requests": int(row.requests),
+        "input_tokens": int(row.input_tokens),
+        "output_tokens": int(row.output_tokens),
+        "tokens": int(row.input_tokens) + int(row.output_tokens),
+        "coins_micro": int(row.coins_micro),
+        "coins": format_coins(int(row.coins_micro)),
+    }
+
+
+def _initials(name: str) -> str:
+    parts = [p for p in name.replace(".", " ").replace("_", " ").split() if p]
+    return "".join(p[0] for p in parts[:2]).upper() or "?"

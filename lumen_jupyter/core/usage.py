@@ -1,0 +1,275 @@
+"""Usage: counters written with each settled call, and the queries behind the
+profile tiles, the Web Chat Usage row, per-model stats and spending history.
+
+Totals come from small counter tables (per user/model/source, per key, per
+day), never from scanning the request log, so the profile stays fast with
+millions of logged calls.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+
+from ..store import Store
+from ..store.schema import api_keys, requests_log, usage_daily, usage_stats
+from .errors import BadRequest
+
+CHAT_SOURCE = "chat"
+PERIODS = {"week": 7, "month": 30, "year": 365, "all": None}
+DEFAULT_BUCKET = {"week": "day", "month": "day", "year": "month", "all": "month"}
+BUCKETS = ("day", "week", "month")
+GROUPINGS = ("model", "source", "key", "notebook")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one call consumed."""
+
+    input_tokens: int
+    output_tokens: int
+    coins_micro: int
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+def record_usage(
+    store: Store,
+    conn: Connection,
+    account_id: int,
+    *,
+    model: str,
+    source: str,
+    key_id: int | None,
+    notebook: str | None,
+    usage: Usage,
+    now: datetime,
+) -> None:
+    """Add one call to every counter, inside the caller's transaction."""
+    counts = {
+        "requests": 1,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "coins_micro": usage.coins_micro,
+    }
+    store.upsert(
+        conn,
+        usage_stats,
+        {
+            "account_id": account_id,
+            "model": model,
+            "source": source,
+            "last_used_at": now,
+            **counts,
+        },
+        keys=("account_id", "model", "source"),
+        increments=tuple(counts),
+        replace=("last_used_at",),
+    )
+    store.upsert(
+        conn,
+        usage_daily,
+        {
+            "account_id": account_id,
+            "day": now.date(),
+            "model": model,
+            "source": source,
+            "key_id": key_id or 0,
+            "notebook": (notebook or "")[:1024],
+            **counts,
+        },
+        keys=("account_id", "day", "model", "source", "key_id", "notebook"),
+        increments=tuple(counts),
+    )
+    if key_id is not None:
+        conn.execute(
+            update(api_keys)
+            .where(api_keys.c.id == key_id)
+            .values(
+                requests=api_keys.c.requests + 1,
+                input_tokens=api_keys.c.input_tokens + usage.input_tokens,
+                output_tokens=api_keys.c.output_tokens + usage.output_tokens,
+                coins_micro=api_keys.c.coins_micro + usage.coins_micro,
+                last_used_at=now,
+            )
+        )
+
+
+@dataclass
+class Counters:
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    coins_micro: int = 0
+    last_used_at: datetime | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def add(self, row: Any) -> None:
+        self.requests += int(row.requests)
+        self.input_tokens += int(row.input_tokens)
+        self.output_tokens += int(row.output_tokens)
+        self.coins_micro += int(row.coins_micro)
+        last = getattr(row, "last_used_at", None)
+        if last is not None and (self.last_used_at is None or last > self.last_used_at):
+            self.last_used_at = last
+
+
+@dataclass
+class Summary:
+    """Everything the profile needs from the counters, read in one query."""
+
+    total: Counters = field(default_factory=Counters)
+    by_model: dict[str, Counters] = field(default_factory=dict)
+    chat: Counters = field(default_factory=Counters)
+    chat_conversations: int = 0
+
+    @property
+    def favorite_model(self) -> str | None:
+        used = [(c.requests, name) for name, c in self.by_model.items() if c.requests > 0]
+        if not used:
+            return None
+        return min(used, key=lambda item: (-item[0], item[1]))[1]
+
+
+def summarize(conn: Connection, account_id: int) -> Summary:
+    summary = Summary()
+    rows = conn.execute(select(usage_stats).where(usage_stats.c.account_id == account_id))
+    for row in rows:
+        summary.total.add(row)
+        summary.by_model.setdefault(row.model, Counters()).add(row)
+        if row.source == CHAT_SOURCE:
+            summary.chat.add(row)
+    summary.chat_conversations = int(
+        conn.execute(
+            select(func.count(func.distinct(requests_log.c.conversation))).where(
+                requests_log.c.account_id == account_id,
+                requests_log.c.source == CHAT_SOURCE,
+                requests_log.c.conversation.is_not(None),
+                requests_log.c.status != "pending",
+            )
+        ).scalar_one()
+    )
+    return summary
+
+
+def bucket_start(day: date, bucket: str) -> date:
+    if bucket == "day":
+        return day
+    if bucket == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _next_bucket(start: date, bucket: str) -> date:
+    if bucket == "day":
+        return start + timedelta(days=1)
+    if bucket == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def validate_history_args(period: str, bucket: str | None, group_by: str) -> str:
+    if period not in PERIODS:
+        raise BadRequest(f"period must be one of {', '.join(PERIODS)}", param="period")
+    if bucket is not None and bucket not in BUCKETS:
+        raise BadRequest(f"bucket must be one of {', '.join(BUCKETS)}", param="bucket")
+    if group_by not in GROUPINGS:
+        raise BadRequest(f"group_by must be one of {', '.join(GROUPINGS)}", param="group_by")
+    return bucket or DEFAULT_BUCKET[period]
+
+
+def history(
+    conn: Connection,
+    account_id: int,
+    *,
+    period: str,
+    bucket: str | None,
+    group_by: str,
+    today: date,
+    key_names: dict[int, str] | None = None,
+) -> dict[str, Any]:
+    """Spending over time: one entry per time bucket, split by ``group_by``.
+
+    Buckets with no use are present (zeros), so a chart needs no gap logic.
+    """
+    bucket = validate_history_args(period, bucket, group_by)
+    days = PERIODS[period]
+    conditions = [usage_daily.c.account_id == account_id]
+    if days is not None:
+        conditions.append(usage_daily.c.day > today - timedelta(days=days))
+    column = {
+        "model": usage_daily.c.model,
+        "source": usage_daily.c.source,
+        "key": usage_daily.c.key_id,
+        "notebook": usage_daily.c.notebook,
+    }[group_by]
+    rows = conn.execute(
+        select(
+            usage_daily.c.day,
+            column.label("series"),
+            func.sum(usage_daily.c.requests).label("requests"),
+            func.sum(usage_daily.c.input_tokens).label("input_tokens"),
+            func.sum(usage_daily.c.output_tokens).label("output_tokens"),
+            func.sum(usage_daily.c.coins_micro).label("coins_micro"),
+        )
+        .where(and_(*conditions))
+        .group_by(usage_daily.c.day, column)
+    ).all()
+    names = key_names or {}
+
+    def series_name(value: Any) -> str:
+        if group_by == "key":
+            return names.get(int(value), f"key {value}") if value else "(no key)"
+        if group_by == "notebook":
+            return str(value) or "(unknown)"
+        return str(value)
+
+    first_day = min((r.day for r in rows), default=today)
+    start_day = today - timedelta(days=days - 1) if days is not None else first_day
+    grid: dict[date, dict[str, Counters]] = {}
+    cursor = bucket_start(start_day, bucket)
+    while cursor <= today:
+        grid[cursor] = {}
+        cursor = _next_bucket(cursor, bucket)
+    totals: dict[str, Counters] = defaultdict(Counters)
+    for row in rows:
+        key = bucket_start(row.day, bucket)
+        name = series_name(row.series)
+        grid.setdefault(key, {}).setdefault(name, Counters()).add(row)
+        totals[name].add(row)
+    series = sorted(totals, key=lambda n: (-totals[n].coins_micro, -totals[n].tokens, n))
+    return {
+        "period": period,
+        "bucket": bucket,
+        "group_by": group_by,
+        "start": start_day.isoformat(),
+        "end": today.isoformat(),
+        "series": series,
+        "buckets": [
+            {
+                "start": day.isoformat(),
+                "values": {name: _counters_json(c) for name, c in sorted(grid[day].items())},
+            }
+            for day in sorted(grid)
+        ],
+        "totals": {name: _counters_json(totals[name]) for name in series},
+    }
+
+
+def _counters_json(c: Counters) -> dict[str, Any]:
+    return {
+        "requests": c.requests,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "tokens": c.tokens,
+        "coins_micro": c.coins_micro,
+    }

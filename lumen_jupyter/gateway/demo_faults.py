@@ -1,0 +1,227 @@
+"""Fault settings and counters shared by the demo backend's handlers.
+
+The gateway has to survive upstreams that are slow, fail, hang, cut streams
+short or send garbage.  Real providers do all of that rarely and never on cue,
+so the demo backend can be told to misbehave on purpose.  This module holds the
+bookkeeping for that: which faults are armed and for how many requests, what a
+single request has to do, and the counters tests and benchmarks read back.  It
+has no I/O so the rules can be reasoned about (and tested) on their own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+#: Faults that replace the whole answer; at most one applies to a request.
+TERMINAL_FAULTS: tuple[str, ...] = (
+    "http_500",
+    "http_503",
+    "http_429",
+    "http_400",
+    "hang",
+    "drop",
+)
+#: Faults that break a stream after some chunks; at most one applies to a request.
+MID_STREAM_FAULTS: tuple[str, ...] = (
+    "error_mid_stream",
+    "drop_mid_stream",
+    "malformed_sse",
+)
+#: Faults that only change timing or content and combine with the others.
+MODIFIER_FAULTS: tuple[str, ...] = ("latency", "slow_chunks", "no_usage")
+FAULT_NAMES: frozenset[str] = frozenset(TERMINAL_FAULTS + MID_STREAM_FAULTS + MODIFIER_FAULTS)
+#: Faults that are only consumed by streaming requests.
+STREAM_ONLY_FAULTS: frozenset[str] = frozenset(MID_STREAM_FAULTS + ("slow_chunks",))
+
+#: ``count`` value meaning "until cleared".
+UNTIL_CLEARED = -1
+DEFAULT_AFTER_CHUNKS = 1
+DEFAULT_DELAY_MS: dict[str, float] = {"latency": 500.0, "slow_chunks": 50.0}
+
+ENDPOINTS: tuple[str, ...] = ("models", "chat_completions", "completions", "embeddings")
+
+
+@dataclass
+class FaultRule:
+    """One armed fault: what it is and how many more requests it affects."""
+
+    name: str
+    remaining: int
+    after_chunks: int = DEFAULT_AFTER_CHUNKS
+    latency_ms: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "fault": self.name,
+            "count": self.remaining,
+            "after_chunks": self.after_chunks,
+            "latency_ms": self.latency_ms,
+        }
+
+
+@dataclass(frozen=True)
+class RequestFaults:
+    """What one request has to do, decided (and consumed) when it arrives."""
+
+    latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+    terminal: str | None = None
+    mid_stream: str | None = None
+    after_chunks: int = 0
+    no_usage: bool = False
+
+
+NO_FAULTS = RequestFaults()
+
+
+def _checked_int(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"'{field}' must be an integer >= {minimum}")
+    return value
+
+
+def _checked_delay(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"'{field}' must be a number of milliseconds")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"'{field}' must be a finite number >= 0")
+    return float(value)
+
+
+class DemoState:
+    """Fault settings and counters of one demo backend (shared by its handlers).
+
+    ``latency_ms`` and ``chunk_delay_ms`` apply to every request; armed faults
+    add to them or replace the answer.  Everything runs on one event loop, so
+    no locking is needed.
+    """
+
+    def __init__(self, latency_ms: float = 0.0, chunk_delay_ms: float = 0.0) -> None:
+        self.latency_ms = _checked_delay(latency_ms, "latency_ms")
+        self.chunk_delay_ms = _checked_delay(chunk_delay_ms, "chunk_delay_ms")
+        self._faults: dict[str, FaultRule] = {}
+        self.active_requests = 0
+        self.active_connections = 0
+        self.reset_stats()
+
+    # -- faults -------------------------------------------------------------
+
+    def set_fault(
+        self,
+        name: str,
+        count: int = 1,
+        after_chunks: int = DEFAULT_AFTER_CHUNKS,
+        latency_ms: float | None = None,
+    ) -> FaultRule:
+        """Arm ``name`` for the next ``count`` affected requests (-1: until cleared).
+
+        Arming a fault that is already armed replaces its settings.
+        Raises ``ValueError`` for an unknown name or an invalid setting.
+        """
+        if name not in FAULT_NAMES:
+            raise ValueError(f"unknown fault {name!r}; known: {', '.join(sorted(FAULT_NAMES))}")
+        if count != UNTIL_CLEARED:
+            count = _checked_int(count, "count", 1)
+        after_chunks = _checked_int(after_chunks, "after_chunks", 0)
+        delay = DEFAULT_DELAY_MS.get(name, 0.0) if latency_ms is None else latency_ms
+        rule = FaultRule(name, count, after_chunks, _checked_delay(delay, "latency_ms"))
+        self._faults[name] = rule
+        return rule
+
+    def clear_faults(self, name: str | None = None) -> None:
+        """Disarm one fault, or all of them."""
+        if name is None:
+            self._faults.clear()
+        else:
+            self._faults.pop(name, None)
+
+    def armed_faults(self) -> list[dict[str, Any]]:
+        return [rule.as_dict() for rule in self._faults.values()]
+
+    def take_faults(self, streaming: bool) -> RequestFaults:
+        """Decide what the arriving request must do and use up the faults that apply."""
+        if not self._faults:
+            if not self.latency_ms and not self.chunk_delay_ms:
+                return NO_FAULTS
+            return RequestFaults(self.latency_ms, self.chunk_delay_ms)
+        latency = self._consume("latency")
+        latency_ms = self.latency_ms + (latency.latency_ms if latency else 0.0)
+        terminal = self._consume_first(TERMINAL_FAULTS)
+        if terminal is not None:
+            # The answer is replaced, so faults that shape an answer stay armed.
+            return RequestFaults(latency_ms, self.chunk_delay_ms, terminal=terminal.name)
+        slow = self._consume("slow_chunks") if streaming else None
+        no_usage = self._consume("no_usage")
+        mid_stream = self._consume_first(MID_STREAM_FAULTS) if streaming else None
+        return RequestFaults(
+            latency_ms=latency_ms,
+            chunk_delay_ms=self.chunk_delay_ms + (slow.latency_ms if slow else 0.0),
+            mid_stream=mid_stream.name if mid_stream else None,
+            after_chunks=mid_stream.after_chunks if mid_stream else 0,
+            no_usage=no_usage is not None,
+        )
+
+    def _consume_first(self, names: tuple[str, ...]) -> FaultRule | None:
+        for name in names:
+            if name in self._faults:
+                return self._consume(name)
+        return None
+
+    def _consume(self, name: str) -> FaultRule | None:
+        rule = self._faults.get(name)
+        if rule is None:
+            return None
+        if rule.remaining != UNTIL_CLEARED:
+            rule.remaining -= 1
+            if rule.remaining <= 0:
+                del self._faults[name]
+        self.faults_applied[name] += 1
+        return rule
+
+    # -- counters -----------------------------------------------------------
+
+    def reset_stats(self) -> None:
+        """Zero the counters (not the gauges of what is open right now)."""
+        self.requests: Counter[str] = Counter(dict.fromkeys(ENDPOINTS, 0))
+        self.faults_applied: Counter[str] = Counter()
+        self.streams_started = 0
+        self.streams_completed = 0
+        self.streams_aborted = 0
+        self.client_disconnects = 0
+        self.connections_opened = 0
+
+    def request_started(self, endpoint: str) -> None:
+        self.requests[endpoint] += 1
+        self.active_requests += 1
+
+    def request_ended(self) -> None:
+        self.active_requests -= 1
+
+    def client_went_away(self, mid_stream: bool) -> None:
+        """Count a client that disconnected before its answer was complete."""
+        self.client_disconnects += 1
+        if mid_stream:
+            self.streams_aborted += 1
+
+    def connection_opened(self) -> None:
+        self.connections_opened += 1
+        self.active_connections += 1
+
+    def connection_closed(self) -> None:
+        self.active_connections -= 1
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "requests": dict(self.requests),
+            "streams_started": self.streams_started,
+            "streams_completed": self.streams_completed,
+            "streams_aborted": self.streams_aborted,
+            "client_disconnects": self.client_disconnects,
+            "faults_applied": dict(self.faults_applied),
+            "active_requests": self.active_requests,
+            "active_connections": self.active_connections,
+            "connections_opened": self.connections_opened,
+        }

@@ -1,0 +1,143 @@
+"""The store: one SQLAlchemy engine, transactions, migrations, dialect helpers.
+
+SQLite (the default) runs in WAL mode with ``synchronous=NORMAL`` and starts
+write transactions with ``BEGIN IMMEDIATE`` so that two writers queue instead
+of failing with "database is locked" half-way through.  PostgreSQL needs
+nothing special: every balance change is a single conditional UPDATE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+from . import schema
+
+Migration = Callable[[Connection], None]
+
+
+def _create_initial_tables(conn: Connection) -> None:
+    schema.metadata.create_all(conn, checkfirst=True)
+
+
+MIGRATIONS: Sequence[tuple[int, str, Migration]] = ((1, "initial tables", _create_initial_tables),)
+"""Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def normalize_url(url: str) -> str:
+    """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+class Store:
+    """A database holding lumen-jupyter's state."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30},
+                poolclass=NullPool if database in ("", ":memory:") else None,
+            )
+            _configure_sqlite(self.engine)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(
+                self.url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True
+            )
+        else:
+            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: commits on success, rolls back on error."""
+        connection = self.engine.connect().execution_options(lumen_write=True)
+        with connection as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version."""
+        with self.write() as conn:
+            schema.meta.create(conn, checkfirst=True)
+        version = 0
+        for number, _title, step in MIGRATIONS:
+            with self.write() as conn:
+                done = conn.execute(
+                    select(schema.meta.c.version).where(schema.meta.c.version == number)
+                ).first()
+                if done is None:
+                    step(conn)
+                    conn.execute(
+                        schema.meta.insert().values(version=number, applied_at=datetime.now(UTC))
+                    )
+            version = number
+        return version
+
+    def upsert(
+        self,
+        conn: Connection,
+        table: Table,
+        values: Mapping[str, Any],
+        keys: Sequence[str],
+        increments: Sequence[str] = (),
+        replace: Sequence[str] = (),
+    ) -> None:
+        """Insert a row, or add ``increments`` to it and overwrite ``replace``."""
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        stmt = insert(table).values(**values)
+        updates: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in increments}
+        updates.update({c: stmt.excluded[c] for c in replace})
+        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+
+    def insert_ignore(self, conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+        """Insert a row unless its primary key exists; ``True`` when inserted."""
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return result.rowcount == 1
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        writing = conn.get_execution_options().get("lumen_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if writing else "BEGIN")
