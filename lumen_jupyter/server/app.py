@@ -1,0 +1,228 @@
+"""The Jupyter server extension: configuration, start-up, and the route table.
+
+``LumenJupyter`` reads its traitlets (``c.LumenJupyter.*``) and the optional
+Lumen-style YAML file, opens the store, starts the demo backend when no
+models are configured (the embedded default), gives kernels their credential,
+and mounts the REST API and the OpenAI-compatible gateway.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import secrets
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Enum, Float, Int, List, Unicode, default
+
+from .._version import __version__
+from ..core.accounts import Identity
+from ..core.catalog import Catalog
+from ..core.config import load_config_file
+from ..core.defaults import embedded_default
+from ..core.keys import load_or_create_secret
+from ..core.service import LumenService
+from ..store import Store, sqlite_url
+from .auth import KERNEL_TOKEN_PREFIX
+from .handlers import api_routes
+
+KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
+KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
+
+
+class LumenJupyter(ExtensionApp):  # type: ignore[misc]
+    """lumen-jupyter: an AI gateway with coin budgets inside the Jupyter server."""
+
+    name = "lumen_jupyter"
+    version = __version__
+    load_other_extensions = True
+
+    database_url = Unicode(
+        "",
+        config=True,
+        help="SQLAlchemy URL of the store; empty means SQLite in the Jupyter data dir. "
+        "Also read from LUMEN_DATABASE_URL.",
+    )
+    config_file = Unicode(
+        "",
+        config=True,
+        help="Path of a Lumen-style YAML file (models, defaults, groups, users). "
+        "Also read from LUMEN_CONFIG. Empty means the embedded default.",
+    )
+    secret_file = Unicode(
+        "",
+        config=True,
+        help="File holding the secret that keys are hashed under (created 0600 on first "
+        "use). Rotating it invalidates every personal key. Default: in the data dir.",
+    )
+    username = Unicode(
+        "", config=True, help="Account name; default: JUPYTERHUB_USER, else the login name."
+    )
+    display_name = Unicode("", config=True, help="Name shown on the profile card.")
+    email = Unicode("", config=True, help="Email for the profile card and Gravatar.")
+    groups = List(Unicode(), config=True, help="Groups this user belongs to (besides YAML).")
+    billing_mode = Enum(
+        ["strict", "soft"],
+        "strict",
+        config=True,
+        help="strict: reserve the worst-case cost before each call (never overspends). "
+        "soft: Lumen's behaviour - admit any positive balance, charge after.",
+    )
+    demo_backend = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        config=True,
+        help="Serve the demo models in-process. auto: when no models are configured.",
+    )
+    upstream_timeout = Float(300.0, config=True, help="Seconds an upstream call may take in total.")
+    upstream_connect_timeout = Float(10.0, config=True, help="Seconds to connect upstream.")
+    health_interval = Float(60.0, config=True, help="Seconds between endpoint health probes.")
+    max_request_bytes = Int(
+        10 * 1024 * 1024, config=True, help="Largest model request body accepted (413 above)."
+    )
+    default_max_output_tokens = Int(
+        4096,
+        config=True,
+        help="Output tokens reserved when a caller sets no max_tokens and the model "
+        "declares no limit.",
+    )
+    rate_limit_per_minute = Int(
+        0, config=True, help="Calls per minute allowed for each personal key (0: no limit)."
+    )
+    rate_limit_sessions = Bool(
+        False, config=True, help="Apply the rate limit to the Jupyter session and kernels too."
+    )
+    db_threads = Int(4, config=True, help="Threads for database work off the event loop.")
+
+    @default("username")
+    def _default_username(self) -> str:
+        return os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+
+    @default("database_url")
+    def _default_database_url(self) -> str:
+        return os.environ.get("LUMEN_DATABASE_URL", "")
+
+    @default("config_file")
+    def _default_config_file(self) -> str:
+        return os.environ.get("LUMEN_CONFIG", "")
+
+    def data_dir(self) -> Path:
+        return Path(jupyter_data_dir()) / "lumen"
+
+    def load_catalog(self, demo_url: str | None) -> Catalog:
+        base = embedded_default(demo_url) if demo_url else Catalog()
+        if not self.config_file:
+            return base
+        catalog = load_config_file(Path(self.config_file).expanduser(), base=base)
+        return catalog
+
+    def _wants_demo(self) -> bool:
+        if self.demo_backend == "on":
+            return True
+        if self.demo_backend == "off":
+            return False
+        if not self.config_file:
+            return True
+        probe = load_config_file(Path(self.config_file).expanduser())
+        return not probe.models
+
+    def initialize_settings(self) -> None:
+        from ..gateway.demo_backend import DemoBackend
+
+        self.started_at = datetime.now(UTC)
+        url = self.database_url or sqlite_url(self.data_dir() / "lumen.db")
+        self.store = Store(url)
+        self.store.migrate()
+        secret_path = Path(self.secret_file) if self.secret_file else self.data_dir() / "secret"
+        secret = load_or_create_secret(secret_path)
+        self.demo: DemoBackend | None = None
+        demo_url = None
+        if self._wants_demo():
+            self.demo = DemoBackend(enable_control=False)
+            self.demo.listen()
+            demo_url = self.demo.base_url
+        catalog = self.load_catalog(demo_url)
+        self.service = LumenService(
+            self.store, catalog, secret, strict_billing=self.billing_mode == "strict"
+        )
+        user_spec = catalog.user(self.username)
+        self.identity = Identity(
+            username=self.username,
+            display_name=self.display_name or user_spec.display_name or self.username,
+            email=self.email or user_spec.email or None,
+            groups=frozenset(self.groups),
+        )
+        released = self.service.reconcile(self.username, self.started_at)
+        if released:
+            self.log.warning("lumen: released %d reservation(s) left open by a crash", released)
+        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="lumen-db")
+        self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.settings.update(
+            {
+                "lumen_service": self.service,
+                "lumen_executor": self.executor,
+                "lumen_identity": self.identity,
+                "lumen_kernel_token": self.kernel_token,
+                "lumen_app": self,
+            }
+        )
+        self._publish_kernel_environment()
+        self.gateway = self._make_gateway()
+        self.log.info(
+            "lumen: %d model(s), store %s, user %s%s",
+            len(catalog.models),
+            self.store.dialect,
+            self.username,
+            " (demo backend on loopback)" if self.demo else "",
+        )
+
+    def _make_gateway(self) -> Any:
+        try:
+            from ..gateway.proxy import Gateway
+        except ImportError:  # the gateway module is optional until it lands
+            return None
+        gateway = Gateway(self)
+        self.settings["lumen_gateway"] = gateway
+        return gateway
+
+    def _publish_kernel_environment(self) -> None:
+        """Tell kernels started by this server where the gateway is and how to call it.
+
+        The credential is scoped to this user and this server's lifetime; it is
+        not an upstream secret and is never written to a notebook.
+        """
+        server = self.serverapp
+        host = (
+            server.ip if server.ip not in ("", "0.0.0.0", "::", "*", "localhost") else "127.0.0.1"
+        )
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        scheme = "https" if server.certfile else "http"
+        url = f"{scheme}://{host}:{server.port}{server.base_url}"
+        os.environ[KERNEL_URL_ENV] = url
+        os.environ[KERNEL_TOKEN_ENV] = self.kernel_token
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await super()._start_jupyter_server_extension(serverapp)
+        self._publish_kernel_environment()  # the port is final once the server listens
+        if self.gateway is not None:
+            self.gateway.start_background_tasks()
+
+    def initialize_handlers(self) -> None:
+        # jupyter_server prefixes every pattern with base_url.
+        self.handlers.extend(api_routes("lumen/api"))
+        if self.gateway is not None:
+            self.handlers.extend(self.gateway.routes("lumen/v1"))
+
+    async def stop_extension(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.close()
+        if self.demo is not None:
+            await self.demo.stop()
+        self.executor.shutdown(wait=False)
+        self.store.dispose()

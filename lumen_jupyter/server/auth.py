@@ -1,0 +1,206 @@
+"""Who is calling, and may they: the base handler every lumen endpoint uses.
+
+Three kinds of caller reach the server:
+
+* the browser or any client holding a Jupyter session or token - authenticated
+  by jupyter_server's identity provider and authorized by its authorizer
+  (resource ``lumen``), with XSRF enforced for cookie-based writes;
+* a kernel started by this server, holding the *kernel credential* the server
+  put in its environment - accepted on the REST API and the model gateway;
+* a script holding a personal ``sk_`` key - accepted on the model gateway only.
+
+Bearer credentials never fall through to Jupyter's token check, and a key is
+never accepted in a query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from ..core.accounts import Identity
+from ..core.errors import AuthenticationFailed, BadRequest, LumenError, PermissionDenied
+from ..core.keys import KEY_PREFIX, same_digest
+from ..core.service import LumenService
+
+KERNEL_TOKEN_PREFIX = "lkt_"
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller, resolved to the server's user."""
+
+    identity: Identity
+    account_id: int
+    source: str  # session | kernel | api
+    key_id: int | None = None
+
+
+def bearer_token(handler: web.RequestHandler) -> str | None:
+    header = handler.request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def is_lumen_credential(token: str | None) -> bool:
+    return bool(token) and (
+        token.startswith(KEY_PREFIX) or token.startswith(KERNEL_TOKEN_PREFIX)  # type: ignore[union-attr]
+    )
+
+
+class LumenHandler(APIHandler):  # type: ignore[misc]
+    """Base for every lumen endpoint: auth, JSON bodies, errors, and off-loop DB work."""
+
+    #: Which bearer credentials this endpoint accepts besides a Jupyter session.
+    accepts_personal_keys = False
+    auth_resource = "lumen"
+
+    _principal: Principal | None = None
+    _lumen_bearer = False
+
+    @property
+    def service(self) -> LumenService:
+        return self.settings["lumen_service"]  # type: ignore[no-any-return]
+
+    @property
+    def executor(self) -> Executor:
+        return self.settings["lumen_executor"]  # type: ignore[no-any-return]
+
+    @property
+    def identity(self) -> Identity:
+        return self.settings["lumen_identity"]  # type: ignore[no-any-return]
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking domain work (database) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        token = bearer_token(self)
+        if is_lumen_credential(token):
+            assert token is not None
+            self._lumen_bearer = True
+            self._principal = await self._principal_from_bearer(token)
+            self.current_user = self._jupyter_current_user = self._principal.identity.username
+            return
+        await super().prepare()
+
+    def check_xsrf_cookie(self) -> None:
+        if self._lumen_bearer:
+            return None  # no cookie is involved, so no cross-site forgery is possible
+        return super().check_xsrf_cookie()  # type: ignore[no-any-return]
+
+    async def _principal_from_bearer(self, token: str) -> Principal:
+        identity = self.identity
+        if token.startswith(KERNEL_TOKEN_PREFIX):
+            if same_digest(token, self.settings["lumen_kernel_token"]):
+                account = await self.run(self.service.account, identity.username)
+                return Principal(identity, account, "kernel")
+            raise AuthenticationFailed("Invalid kernel credential; restart the kernel")
+        if not self.accepts_personal_keys:
+            raise PermissionDenied(
+                "Personal API keys work on the model API (/lumen/v1) only", code="key_not_allowed"
+            )
+        owner = await self.run(self.service.key_owner, token)
+        account = await self.run(self.service.account, identity.username)
+        if owner is None or owner.account_id != account:
+            raise AuthenticationFailed(
+                "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
+            )
+        return Principal(identity, account, "api", key_id=owner.key_id)
+
+    async def principal(self, action: str) -> Principal:
+        """The caller, authenticated and authorized for ``action`` (read or write)."""
+        if self._principal is not None:
+            return self._principal
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403, "Authentication required")
+        if not self.authorizer.is_authorized(self, user, action, self.auth_resource):
+            raise web.HTTPError(403, f"Not authorized to {action} {self.auth_resource}")
+        account = await self.run(self.service.account, self.identity.username)
+        self._principal = Principal(self.identity, account, "session")
+        return self._principal
+
+    def json_body(self) -> dict[str, Any]:
+        raw = self.request.body
+        if not raw:
+            return {}
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("The request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BadRequest("The request body must be a JSON object")
+        return data
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps(data))
+
+    def send_error_json(self, error: LumenError) -> None:
+        self.clear_header("Content-Type")
+        self.set_status(error.status)
+        if error.status == 429:
+            self.set_header("x-should-retry", "false")
+        self.send_json(error.to_json(), status=error.status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc_info = kwargs.get("exc_info")
+        error = exc_info[1] if exc_info else None
+        if isinstance(error, LumenError):
+            self.send_error_json(error)
+            return
+        if isinstance(error, web.HTTPError):
+            message = error.log_message or error.reason or "error"
+            if status_code == 403 and "Authentication" not in message:
+                code = "forbidden"
+            else:
+                code = {401: "unauthenticated", 403: "unauthenticated", 404: "not_found"}.get(
+                    status_code, "error"
+                )
+            self.set_header("Content-Type", "application/json")
+            body = {"error": {"message": message, "type": "request_error", "code": code}}
+            self.finish(json.dumps(body))
+            return
+        self.set_header("Content-Type", "application/json")
+        body = {
+            "error": {"message": "Internal server error", "type": "api_error", "code": "internal"}
+        }
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, LumenError):
+            return  # an expected answer, already sent as JSON; nothing secret to log
+        super().log_exception(typ, value, tb)
+
+
+def lumen_endpoint(action: str) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Any]]:
+    """Authenticate and authorize for ``action``, and turn domain errors into JSON."""
+
+    def decorate(method: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        async def wrapper(self: LumenHandler, *args: Any, **kwargs: Any) -> None:
+            await self.principal(action)
+            try:
+                await method(self, *args, **kwargs)
+            except LumenError as error:
+                self.send_error_json(error)
+
+        return wrapper
+
+    return decorate

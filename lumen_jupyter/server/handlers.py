@@ -1,0 +1,122 @@
+"""The profile REST API under ``<base_url>lumen/api/``: thin handlers over the service.
+
+Each handler parses, authenticates and authorizes (``lumen_endpoint``), calls
+:class:`~lumen_jupyter.core.service.LumenService` off the event loop, and
+serializes.  Unknown or malformed input is a 400 with a clear message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core.errors import BadRequest
+from .auth import LumenHandler, lumen_endpoint
+from .openapi import openapi_document
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(handler: LumenHandler, name: str) -> bool:
+    value = handler.get_query_argument(name, "false").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise BadRequest(f"{name} must be true or false", param=name)
+
+
+def _key_id(raw: str) -> int:
+    if not raw.isdigit() or len(raw) > 12:
+        raise BadRequest("a key id is a positive whole number", param="id")
+    return int(raw)
+
+
+class ProfileHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        self.send_json(await self.run(self.service.profile, self.identity))
+
+
+class KeysHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        include = _flag(self, "include_revoked")
+        keys = await self.run(self.service.list_keys, self.identity, include)
+        self.send_json({"keys": keys})
+
+    @lumen_endpoint("write")
+    async def post(self) -> None:
+        body = self.json_body()
+        unknown = set(body) - {"name"}
+        if unknown:
+            raise BadRequest(f"unknown field {sorted(unknown)[0]!r}; only 'name' is accepted")
+        created = await self.run(self.service.create_key, self.identity, body.get("name"))
+        self.send_json(created, status=201)
+
+
+class KeyHandler(LumenHandler):
+    @lumen_endpoint("write")
+    async def patch(self, key_id: str) -> None:
+        body = self.json_body()
+        if "name" not in body or set(body) - {"name"}:
+            raise BadRequest('send {"name": "..."} to name or rename a key')
+        saved = await self.run(self.service.save_key, self.identity, _key_id(key_id), body["name"])
+        self.send_json(saved)
+
+    @lumen_endpoint("write")
+    async def delete(self, key_id: str) -> None:
+        outcome = await self.run(self.service.revoke_key, self.identity, _key_id(key_id))
+        self.send_json({"id": int(key_id), "result": outcome})
+
+
+class ModelsHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        self.send_json({"models": await self.run(self.service.list_models, self.identity)})
+
+
+class ModelHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self, name: str) -> None:
+        self.send_json(await self.run(self.service.model_detail, self.identity, name))
+
+
+class ConsentHandler(LumenHandler):
+    @lumen_endpoint("write")
+    async def post(self, name: str) -> None:
+        body = self.json_body()
+        digest: Any = body.get("notice_digest")
+        if digest is not None and not isinstance(digest, str):
+            raise BadRequest("notice_digest must be a string", param="notice_digest")
+        self.send_json(await self.run(self.service.consent, self.identity, name, digest))
+
+
+class UsageHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        period = self.get_query_argument("period", "month")
+        bucket = self.get_query_argument("bucket", None)
+        group_by = self.get_query_argument("group_by", "model")
+        result = await self.run(self.service.usage_history, self.identity, period, bucket, group_by)
+        self.send_json(result)
+
+
+class OpenAPIHandler(LumenHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        self.send_json(openapi_document(self.base_url))
+
+
+def api_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+    """The REST routes, relative to ``prefix`` (``<base_url>lumen/api``)."""
+    return [
+        (f"{prefix}/profile", ProfileHandler),
+        (f"{prefix}/keys", KeysHandler),
+        (rf"{prefix}/keys/([^/]+)", KeyHandler),
+        (f"{prefix}/models", ModelsHandler),
+        (rf"{prefix}/models/([^/]+)/consent", ConsentHandler),
+        (rf"{prefix}/models/([^/]+)", ModelHandler),
+        (f"{prefix}/usage", UsageHandler),
+        (f"{prefix}/openapi.json", OpenAPIHandler),
+    ]
