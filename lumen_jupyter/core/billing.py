@@ -56,9 +56,16 @@ class Refusal:
     next_refill_at: datetime | None = None
 
 
-def output_budget(model: ModelSpec, requested: int | None) -> int:
-    """The most output tokens a call may produce, for the worst-case reservation."""
-    cap = model.max_output_tokens or DEFAULT_OUTPUT_CAP
+def output_budget(
+    model: ModelSpec, requested: int | None, default_cap: int = DEFAULT_OUTPUT_CAP
+) -> int:
+    """The most output tokens a call may produce, for the worst-case reservation.
+
+    The caller's ``max_tokens`` when given (never above the model's own limit);
+    else the model's limit; else ``default_cap``.  Without a cap, a call with no
+    ``max_tokens`` would have to reserve a whole budget.
+    """
+    cap = model.max_output_tokens or default_cap
     if requested is None or requested <= 0:
         return cap
     return min(requested, cap) if model.max_output_tokens else requested

@@ -93,7 +93,9 @@ class LumenService:
         self.clock = clock or SystemClock()
         self.strict_billing = strict_billing
         self.status_provider = status_provider
+        self.default_output_cap = billing.DEFAULT_OUTPUT_CAP
         self._account_ids: dict[str, int] = {}
+        self._consent_cache: dict[int, dict[str, str]] = {}
 
     # -- accounts and pools -------------------------------------------------------------
 
@@ -225,8 +227,11 @@ class LumenService:
 
     def access_map(self, who: Identity) -> dict[str, Access]:
         acct = self.account(who.username)
-        with self.store.read() as conn:
-            given = self._consents(conn, acct)
+        given = self._consent_cache.get(acct)
+        if given is None:
+            with self.store.read() as conn:
+                given = self._consents(conn, acct)
+            self._consent_cache[acct] = given
         user = self.catalog.user(who.username)
         groups = self.catalog.groups_of(who.username, who.groups)
         return {
@@ -267,6 +272,23 @@ class LumenService:
         return [
             self.model_json(model, access[name], summary.by_model.get(name, Counters()))
             for name, model in sorted(self.catalog.models.items())
+        ]
+
+    def visible_models(self, who: Identity) -> list[tuple[ModelSpec, Access]]:
+        """The models this user can call now, for the OpenAI ``GET /v1/models`` list.
+
+        No pool means an empty list; blocked models are hidden, and so are
+        unconsented ones while consent is required.
+        """
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            if self.resolve_pool(conn, who, acct) is None:
+                return []
+        access = self.access_map(who)
+        return [
+            (model, access[name])
+            for name, model in sorted(self.catalog.models.items())
+            if may_call(access[name], self.catalog.require_consent)
         ]
 
     def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
@@ -313,6 +335,7 @@ class LumenService:
                 keys=("account_id", "model"),
                 replace=("notice_digest", "created_at"),
             )
+        self._consent_cache.pop(acct, None)
         return self.model_detail(who, name)
 
     # -- usage ------------------------------------------------------------------------------
@@ -393,6 +416,24 @@ class LumenService:
             raise self._refusal_error(outcome, resolved)
         reserved = worst_case if self.strict_billing and resolved and resolved.spec.max_micro else 0
         return Admission(outcome, ctx.account_id, model, reserved)
+
+    def open_call(
+        self,
+        who: Identity,
+        ctx: billing.CallContext,
+        model_name: str,
+        *,
+        endpoint: str,
+        input_tokens: int,
+        max_output_tokens: int | None,
+    ) -> Admission:
+        """Check access and reserve the worst case of one call, in one step."""
+        model = self.callable_model(who, model_name)
+        output = 0
+        if endpoint != "embeddings":
+            output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
+        worst = billing.worst_case_cost(model, input_tokens, output)
+        return self.admit(who, ctx, model, worst, endpoint)
 
     def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
         if refusal.reason == "no_pool":

@@ -77,3 +77,29 @@ def count_prompt_tokens(prompt: Any) -> int:
                 total += len(item)
         return total
     return 0
+
+
+class TokenCounter:
+    """Counts the tokens of text that arrives in pieces, in constant memory.
+
+    ``tokens`` equals :func:`count_text_tokens` of the joined text whenever no
+    word is split across pieces (as in word-by-word streams), and errs high
+    otherwise - the right direction for billing an estimate.
+    """
+
+    __slots__ = ("chars", "pieces")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.pieces = 0
+
+    def add(self, text: str) -> None:
+        if text:
+            self.chars += len(text)
+            self.pieces += len(_PIECE.findall(text))
+
+    @property
+    def tokens(self) -> int:
+        if self.chars == 0:
+            return 0
+        return max(self.pieces, (self.chars + 3) // 4)

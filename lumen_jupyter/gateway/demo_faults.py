@@ -3,17 +3,25 @@
 The gateway has to survive upstreams that are slow, fail, hang, cut streams
 short or send garbage.  Real providers do all of that rarely and never on cue,
 so the demo backend can be told to misbehave on purpose.  This module holds the
-bookkeeping for that: which faults are armed and for how many requests, what a
-single request has to do, and the counters tests and benchmarks read back.  It
-has no I/O so the rules can be reasoned about (and tested) on their own.
+bookkeeping for that (which faults are armed and for how many requests, what a
+single request has to do, the counters tests and benchmarks read back) and the
+handler base class that acts the faults out on a tornado connection: sleeping
+unless the client leaves, answering with an error, hanging, or cutting the
+connection.  The endpoints themselves live in ``demo_backend``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import math
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import tornado.iostream
+import tornado.web
 
 #: Faults that replace the whole answer; at most one applies to a request.
 TERMINAL_FAULTS: tuple[str, ...] = (
@@ -34,7 +42,7 @@ MID_STREAM_FAULTS: tuple[str, ...] = (
 MODIFIER_FAULTS: tuple[str, ...] = ("latency", "slow_chunks", "no_usage")
 FAULT_NAMES: frozenset[str] = frozenset(TERMINAL_FAULTS + MID_STREAM_FAULTS + MODIFIER_FAULTS)
 #: Faults that are only consumed by streaming requests.
-STREAM_ONLY_FAULTS: frozenset[str] = frozenset(MID_STREAM_FAULTS + ("slow_chunks",))
+STREAM_ONLY_FAULTS: frozenset[str] = frozenset((*MID_STREAM_FAULTS, "slow_chunks"))
 
 #: ``count`` value meaning "until cleared".
 UNTIL_CLEARED = -1
@@ -225,3 +233,168 @@ class DemoState:
             "active_connections": self.active_connections,
             "connections_opened": self.connections_opened,
         }
+
+
+# -- acting faults out ----------------------------------------------------------------
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_WRITES_PER_YIELD = 16
+
+
+class ApiError(Exception):
+    """An error answered with an OpenAI-shaped body ``{"error": {...}}``."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        error = {"message": message, "type": error_type, "param": param, "code": code}
+        self.body = {"error": error}
+
+
+_FAULT_ERRORS: dict[str, ApiError] = {
+    "http_500": ApiError(500, "Demo fault: internal server error.", "server_error"),
+    "http_503": ApiError(503, "Demo fault: the model is overloaded.", "server_error"),
+    "http_429": ApiError(429, "Demo fault: rate limit reached.", "rate_limit_error"),
+    "http_400": ApiError(400, "Demo fault: bad request.", "invalid_request_error"),
+}
+for _name, _error in _FAULT_ERRORS.items():
+    _error.body["error"]["code"] = f"demo_{_name}"
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+
+
+def _resolve_if_pending(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class DemoHandler(tornado.web.RequestHandler):
+    """Common plumbing: JSON answers, OpenAI-shaped errors, quiet defaults."""
+
+    state: DemoState
+
+    def initialize(self, state: DemoState) -> None:
+        self.state = state
+
+    def compute_etag(self) -> str | None:
+        return None
+
+    def send_json(self, payload: Mapping[str, Any], status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(_dumps(payload))
+
+    def send_api_error(self, error: ApiError) -> None:
+        if error.status in _RETRY_AFTER_STATUSES:
+            self.set_header("Retry-After", "1")
+        self.send_json(error.body, error.status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error_type = "server_error" if status_code >= 500 else "invalid_request_error"
+        self.send_json(ApiError(status_code, self._reason, error_type).body, status_code)
+
+
+class FaultAwareHandler(DemoHandler):
+    """A handler whose answer faults can delay, replace or cut short."""
+
+    _client_gone = False
+    _wakeup: asyncio.Future[None] | None = None
+    _writes_without_yield = 0
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        if self._wakeup is not None:
+            _resolve_if_pending(self._wakeup)
+        super().on_connection_close()
+
+    async def apply_leading_faults(self, streaming: bool) -> RequestFaults | None:
+        """Take this request's faults; apply latency and answer-replacing faults.
+
+        Returns None when the request has been dealt with (or the client left).
+        """
+        faults = self.state.take_faults(streaming)
+        if faults is NO_FAULTS:
+            return faults
+        if faults.latency_ms and not await self.pause(faults.latency_ms / 1000):
+            self.client_left(mid_stream=False)
+            return None
+        if faults.terminal is None:
+            return faults
+        if faults.terminal in _FAULT_ERRORS:
+            self.send_api_error(_FAULT_ERRORS[faults.terminal])
+        elif faults.terminal == "hang":
+            await self.pause(None)
+            self.client_left(mid_stream=False)
+        else:  # "drop"
+            self.abandon_connection()
+        return None
+
+    async def pause(self, seconds: float | None) -> bool:
+        """Sleep (forever if None) unless the client leaves; False if it left."""
+        if self._client_gone:
+            return False
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._wakeup = waiter
+        timer = None if seconds is None else loop.call_later(seconds, _resolve_if_pending, waiter)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._wakeup = None
+        return not self._client_gone
+
+    def abandon_connection(self) -> None:
+        """Close the TCP connection without finishing the HTTP response."""
+        if not self._finished:
+            self.detach().close()
+
+    def client_left(self, mid_stream: bool) -> None:
+        self.state.client_went_away(mid_stream)
+        self.abandon_connection()
+
+    async def send_chunk(self, data: str, delay: float, mid_stream: bool = True) -> bool:
+        """Write and flush one piece of a response; False if the client has left."""
+        if delay and not await self.pause(delay):
+            self.client_left(mid_stream)
+            return False
+        self.write(data)
+        try:
+            flushed = self.flush()
+            if flushed.done():
+                await self._yield_now_and_then()
+            await flushed
+        except tornado.iostream.StreamClosedError:
+            self.client_left(mid_stream)
+            return False
+        return True
+
+    async def _yield_now_and_then(self) -> None:
+        """Let the event loop run every few writes that completed at once.
+
+        Awaiting a finished future does not yield, so while the socket keeps
+        accepting data a stream would monopolise the loop (starving other
+        connections) and pile up tornado's write callbacks without bound.
+        """
+        self._writes_without_yield += 1
+        if self._writes_without_yield >= _WRITES_PER_YIELD:
+            self._writes_without_yield = 0
+            await asyncio.sleep(0)
+
+    def break_stream(self, fault: str, sent: int) -> None:
+        """End a stream the way a mid-stream fault says, after ``sent`` chunks."""
+        if fault == "drop_mid_stream":
+            self.abandon_connection()
+        elif fault == "error_mid_stream":
+            message = f"Demo fault: the stream failed after {sent} chunks."
+            error = ApiError(500, message, "server_error", "demo_error_mid_stream")
+            self.finish(f"data: {_dumps(error.body)}\n\ndata: [DONE]\n\n")
+        else:  # "malformed_sse"
+            self.finish('data: {"id": "demo-malformed", "choices": [ this is not JSON\n\n')

@@ -117,10 +117,14 @@ class Store:
         conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
 
     def insert_ignore(self, conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
-        """Insert a row unless its primary key exists; ``True`` when inserted."""
+        """Insert a row unless its primary key exists; ``True`` when inserted.
+
+        Told by RETURNING, not ``rowcount``: an INSERT's rowcount is -1 on psycopg 3.
+        """
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        result = conn.execute(insert(table).values(**values).on_conflict_do_nothing())
-        return result.rowcount == 1
+        stmt = insert(table).values(**values).on_conflict_do_nothing()
+        result = conn.execute(stmt.returning(*table.primary_key.columns))
+        return result.first() is not None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,553 @@
+"""The OpenAI-compatible gateway under ``<base_url>lumen/v1/``.
+
+Every call is authenticated (personal key, kernel credential or Jupyter
+session), checked for access, admitted by reserving its worst-case cost, sent
+to a healthy upstream, and settled to its real usage before the client sees
+the end of the answer.  Streams are relayed chunk by chunk, never buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+import aiohttp
+from tornado import web
+from tornado.iostream import StreamClosedError
+
+from ..core import billing
+from ..core.catalog import EndpointSpec, ModelSpec
+from ..core.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    LumenError,
+    NotFound,
+    PayloadTooLarge,
+    RateLimited,
+    UpstreamFailed,
+    UpstreamUnavailable,
+)
+from ..core.money import micro_to_coins
+from ..core.service import Admission
+from ..core.tokens import count_message_tokens, count_prompt_tokens
+from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
+from .ratelimit import RateLimiter
+from .relay import DONE, MalformedEvent, StreamBook, is_usage_only, parse_event, sse_data_lines
+from .upstream import Upstreams
+
+if TYPE_CHECKING:
+    from ..server.app import LumenJupyter
+
+log = logging.getLogger("lumen_jupyter.gateway")
+
+NOTEBOOK_HEADER = "X-Lumen-Notebook"
+CELL_HEADER = "X-Lumen-Cell"
+CONVERSATION_HEADER = "X-Lumen-Conversation"
+SOURCE_HEADER = "X-Lumen-Source"
+
+
+class UpstreamTimeout(LumenError):
+    status = 504
+    error_type = "api_error"
+    code = "upstream_timeout"
+
+
+class Gateway:
+    """Routing, health and rate limits shared by the gateway's handlers."""
+
+    def __init__(self, app: LumenJupyter) -> None:
+        self.service = app.service
+        self.upstreams = Upstreams(
+            app.service.catalog,
+            total_timeout=app.upstream_timeout,
+            connect_timeout=app.upstream_connect_timeout,
+        )
+        self.service.status_provider = self.upstreams.status
+        self.service.default_output_cap = app.default_max_output_tokens
+        self.rate_limiter = RateLimiter(app.rate_limit_per_minute)
+        self.rate_limit_sessions = app.rate_limit_sessions
+        self.max_request_bytes = app.max_request_bytes
+        self.health_interval = app.health_interval
+        self.started = int(time.time())
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def routes(self, prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+        return [
+            (f"{prefix}/models", ModelsHandler),
+            (rf"{prefix}/models/(.+)", ModelHandler),
+            (f"{prefix}/chat/completions", ChatCompletionsHandler),
+            (f"{prefix}/completions", CompletionsHandler),
+            (f"{prefix}/embeddings", EmbeddingsHandler),
+        ]
+
+    def start_background_tasks(self) -> None:
+        if self.health_interval > 0 and not self._tasks:
+            task = asyncio.ensure_future(self.upstreams.probe_forever(self.health_interval))
+            self._tasks.append(task)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        self._tasks.clear()
+        await self.upstreams.close()
+
+    def model_object(self, model: ModelSpec) -> dict[str, Any]:
+        """An OpenAI model object with Lumen's extra fields (unknown ones omitted)."""
+        status, configured, healthy = self.upstreams.status(model)
+        data: dict[str, Any] = {
+            "id": model.name,
+            "object": "model",
+            "created": self.started,
+            "owned_by": "lumen",
+            "status": status,
+            "input_cost_per_million": float(micro_to_coins(model.input_price_micro)),
+            "output_cost_per_million": float(micro_to_coins(model.output_price_micro)),
+            "instances": {"configured": configured, "healthy": healthy},
+            "requests": self.upstreams.request_counts(model.name),
+        }
+        optional = {
+            "max_model_len": model.max_model_len,
+            "description": model.description,
+            "max_output_tokens": model.max_output_tokens,
+            "supports_function_calling": model.supports_function_calling,
+            "supports_reasoning": model.supports_reasoning,
+            "knowledge_cutoff": model.knowledge_cutoff,
+            "input_modalities": list(model.input_modalities) if model.input_modalities else None,
+            "output_modalities": list(model.output_modalities) if model.output_modalities else None,
+        }
+        data.update({k: v for k, v in optional.items() if v is not None})
+        return data
+
+
+class GatewayHandler(LumenHandler):
+    """Base of the ``/v1`` handlers: OpenAI-style errors and the Bearer rules."""
+
+    accepts_personal_keys = True
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.settings["lumen_gateway"]  # type: ignore[no-any-return]
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        header = self.request.headers.get("Authorization")
+        if header is not None and header.strip():
+            scheme = header.strip().split(" ", 1)[0].lower()
+            if scheme not in ("bearer", "token") or not header.strip().count(" "):
+                raise BadRequest(
+                    "Malformed Authorization header: send 'Authorization: Bearer sk_…'",
+                    code="invalid_authorization",
+                )
+        await super().prepare()
+
+    async def principal(self, action: str) -> Principal:
+        if self._principal is None and not self.current_user:
+            raise AuthenticationFailed(
+                "Missing API key: send 'Authorization: Bearer sk_…'", code="missing_api_key"
+            )
+        return await super().principal(action)
+
+
+class ModelsHandler(GatewayHandler):
+    @lumen_endpoint("read")
+    async def get(self) -> None:
+        visible = await self.run(self.service.visible_models, self.identity)
+        data = [self.gateway.model_object(model) for model, _access in visible]
+        self.send_json({"object": "list", "data": data})
+
+
+class ModelHandler(GatewayHandler):
+    @lumen_endpoint("read")
+    async def get(self, name: str) -> None:
+        visible = await self.run(self.service.visible_models, self.identity)
+        for model, _access in visible:
+            if model.name == name:
+                self.send_json(self.gateway.model_object(model))
+                return
+        raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
+
+
+@web.stream_request_body
+class ModelCallHandler(GatewayHandler):
+    """A model call: admit, relay, settle."""
+
+    endpoint_kind = "chat"
+
+    _body: bytearray
+    _too_large = False
+    _client_gone = False
+    _upstream: aiohttp.ClientResponse | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._body = bytearray()
+        await super().prepare()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isdigit() and int(declared) > self.gateway.max_request_bytes:
+            raise PayloadTooLarge(self._too_large_message())
+        self.request.connection.set_max_body_size(max(self.gateway.max_request_bytes * 2, 1))
+
+    def _too_large_message(self) -> str:
+        limit_mb = self.gateway.max_request_bytes / (1024 * 1024)
+        return f"The request body is larger than the limit of {limit_mb:g} MB"
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._too_large:
+            return
+        self._body += chunk
+        if len(self._body) > self.gateway.max_request_bytes:
+            self._too_large = True
+            self._body = bytearray()
+
+    def on_connection_close(self) -> None:
+        self._client_gone = True
+        upstream = self._upstream
+        if upstream is not None:
+            upstream.close()
+        super().on_connection_close()
+
+    # -- request parsing ------------------------------------------------------------------
+
+    def parse_body(self) -> dict[str, Any]:
+        if self._too_large:
+            raise PayloadTooLarge(self._too_large_message())
+        try:
+            body = json.loads(bytes(self._body))
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest("The request body is not valid JSON", code="invalid_json") from None
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object", code="invalid_json")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise BadRequest("'model' is required", param="model", code="missing_model")
+        return body
+
+    def input_tokens(self, body: dict[str, Any]) -> int:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty list", param="messages")
+        if not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("each message must be an object", param="messages")
+        return count_message_tokens(messages)
+
+    @staticmethod
+    def max_output(body: dict[str, Any]) -> int | None:
+        for field in ("max_completion_tokens", "max_tokens"):
+            value = body.get(field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise BadRequest(f"'{field}' must be a positive integer", param=field)
+            return value
+        return None
+
+    def call_context(self, principal: Principal) -> billing.CallContext:
+        headers = self.request.headers
+
+        def header(name: str, limit: int) -> str | None:
+            value = headers.get(name)
+            return unquote(value)[:limit] if value else None
+
+        source = principal.source
+        if source in ("kernel", "session") and headers.get(SOURCE_HEADER) == "chat":
+            source = "chat"
+        return billing.CallContext(
+            account_id=principal.account_id,
+            source=source,
+            key_id=principal.key_id,
+            notebook=header(NOTEBOOK_HEADER, 1024),
+            cell=header(CELL_HEADER, 64),
+            conversation=header(CONVERSATION_HEADER, 64),
+        )
+
+    def check_rate_limit(self, principal: Principal) -> None:
+        if principal.source == "api" or self.gateway.rate_limit_sessions:
+            who = principal.key_id if principal.key_id is not None else principal.source
+            wait = self.gateway.rate_limiter.retry_after(who)
+            if wait is not None:
+                self.set_header("Retry-After", str(int(wait) + 1))
+                raise RateLimited(
+                    f"Rate limit of {self.gateway.rate_limiter.per_minute} calls per minute "
+                    f"reached; retry in {int(wait) + 1} s"
+                )
+
+    # -- the call -------------------------------------------------------------------------
+
+    @lumen_endpoint("write")
+    async def post(self) -> None:
+        principal = self._principal
+        assert principal is not None
+        body = self.parse_body()
+        input_tokens = self.input_tokens(body)
+        max_output = self.max_output(body) if self.endpoint_kind != "embeddings" else None
+        self.check_rate_limit(principal)
+        admission = await self.run(
+            self.service.open_call,
+            self.identity,
+            self.call_context(principal),
+            body["model"],
+            endpoint=self.endpoint_kind,
+            input_tokens=input_tokens,
+            max_output_tokens=max_output,
+        )
+        self.gateway.upstreams.record_request(admission.model.name)
+        settled = False
+        try:
+            if body.get("stream") and self.endpoint_kind != "embeddings":
+                settled = await self.relay_stream(admission, body, input_tokens)
+            else:
+                settled = await self.relay_once(admission, body, input_tokens)
+        finally:
+            if not settled:
+                await self.run(self.service.release, admission, status="error", http_status=None)
+
+    async def open_upstream(
+        self, model: ModelSpec, payload: dict[str, Any], stream: bool
+    ) -> tuple[EndpointSpec, aiohttp.ClientResponse]:
+        upstreams = self.gateway.upstreams
+        candidates = upstreams.candidates(model)
+        if not candidates:
+            raise UpstreamUnavailable(
+                f"No healthy endpoint serves '{model.name}' right now; nothing was charged"
+            )
+        refused = 0
+        timeout = None if stream else aiohttp.ClientTimeout(total=upstreams.total_timeout)
+        read_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=upstreams.connect_timeout, sock_read=upstreams.total_timeout
+        )
+        for endpoint in candidates:
+            data = json.dumps({**payload, "model": endpoint.model}).encode()
+            try:
+                response = await upstreams.session.post(
+                    f"{endpoint.url}/{self.upstream_path}",
+                    data=data,
+                    headers=upstreams.headers(endpoint),
+                    timeout=timeout or read_timeout,
+                )
+                return endpoint, response
+            except aiohttp.ClientConnectorError:
+                refused += 1
+                upstreams.mark_failed(endpoint)
+            except aiohttp.ServerDisconnectedError:
+                log.warning("lumen: upstream of %s closed the connection early", model.name)
+            except asyncio.TimeoutError:
+                raise UpstreamTimeout(
+                    f"'{model.name}' did not answer in time; nothing was charged"
+                ) from None
+            except aiohttp.ClientError:
+                log.warning("lumen: upstream of %s failed before answering", model.name)
+        if refused == len(candidates):
+            raise UpstreamUnavailable(
+                f"No healthy endpoint serves '{model.name}' right now; nothing was charged"
+            )
+        raise UpstreamFailed(f"The upstream of '{model.name}' failed; nothing was charged")
+
+    @property
+    def upstream_path(self) -> str:
+        return {"chat": "chat/completions", "completions": "completions"}.get(
+            self.endpoint_kind, "embeddings"
+        )
+
+    @staticmethod
+    def upstream_error(status: int, raw: bytes, model: str) -> LumenError:
+        """4xx pass through with their message; anything else is a generic 500."""
+        if 400 <= status < 500:
+            message = f"The upstream of '{model}' refused the request ({status})"
+            try:
+                detail = json.loads(raw).get("error", {})
+                if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+                    message = detail["message"][:2000]
+            except (ValueError, AttributeError):
+                pass
+            error = LumenError(message, code="upstream_refused")
+            error.status = status
+            return error
+        return UpstreamFailed(f"The upstream of '{model}' failed; nothing was charged")
+
+    async def relay_once(
+        self, admission: Admission, body: dict[str, Any], input_tokens: int
+    ) -> bool:
+        model = admission.model
+        endpoint, response = await self.open_upstream(model, body, stream=False)
+        self._upstream = response
+        try:
+            async with response:
+                raw = await response.read()
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout(f"'{model.name}' did not answer in time") from None
+        except aiohttp.ClientError:
+            if self._client_gone:
+                await self.run(
+                    self.service.settle,
+                    admission,
+                    input_tokens,
+                    0,
+                    status="aborted",
+                    estimated=True,
+                    http_status=None,
+                )
+                return True
+            raise UpstreamFailed(f"The upstream of '{model.name}' failed") from None
+        finally:
+            self._upstream = None
+        if response.status >= 400:
+            raise self.upstream_error(response.status, raw, model.name)
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError
+        except ValueError:
+            raise UpstreamFailed(f"The upstream of '{model.name}' sent an invalid answer") from None
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        estimated = usage is None
+        if usage is not None:
+            used_in = int(usage.get("prompt_tokens") or 0)
+            used_out = int(usage.get("completion_tokens") or 0)
+        else:
+            book = StreamBook()
+            book.note({"choices": [c.get("message", c) for c in data.get("choices") or []]})
+            used_in, used_out = input_tokens, book.output.tokens
+        await self.run(
+            self.service.settle,
+            admission,
+            used_in,
+            used_out,
+            status="ok",
+            estimated=estimated,
+            http_status=200,
+        )
+        if endpoint.model != model.name and "model" in data:
+            data["model"] = model.name
+        self.send_json(data)
+        return True
+
+    async def relay_stream(
+        self, admission: Admission, body: dict[str, Any], input_tokens: int
+    ) -> bool:
+        model = admission.model
+        options = body.get("stream_options")
+        caller_wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+        payload = {**body, "stream_options": {**(options or {}), "include_usage": True}}
+        endpoint, response = await self.open_upstream(model, payload, stream=True)
+        self._upstream = response
+        rename = endpoint.model != model.name
+        book = StreamBook()
+        done = False
+        failure: str | None = None
+        async with response:
+            if response.status >= 400:
+                raw = await response.read()
+                self._upstream = None
+                raise self.upstream_error(response.status, raw, model.name)
+            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.set_header("Cache-Control", "no-cache")
+            self.set_header("X-Accel-Buffering", "no")
+            try:
+                async for payload_line in sse_data_lines(response.content.iter_any()):
+                    if payload_line == DONE:
+                        done = True
+                        break
+                    event = parse_event(payload_line)
+                    book.note(event)
+                    if book.error is not None:
+                        failure = "error"
+                        break
+                    if is_usage_only(event) and not caller_wants_usage:
+                        continue
+                    if rename and "model" in event:
+                        event["model"] = model.name
+                        payload_line = json.dumps(event).encode()
+                    self.write(b"data: " + payload_line + b"\n\n")
+                    await self.flush()
+            except StreamClosedError:
+                self._client_gone = True
+            except MalformedEvent:
+                failure = "malformed"
+            except asyncio.TimeoutError:
+                failure = "timeout"
+            except aiohttp.ClientError:
+                failure = None if self._client_gone else "dropped"
+            finally:
+                self._upstream = None
+        if not done and failure is None and not self._client_gone:
+            failure = "dropped"  # the upstream ended without [DONE]
+        await self.bill_stream(admission, book, input_tokens, failure)
+        if self._client_gone:
+            return True
+        if failure is not None:
+            self.write(b"data: " + json.dumps(self.stream_error(model.name, failure)).encode())
+            self.write(b"\n\n")
+        self.write(b"data: [DONE]\n\n")
+        with contextlib.suppress(StreamClosedError):
+            await self.finish()
+        return True
+
+    async def bill_stream(
+        self, admission: Admission, book: StreamBook, input_tokens: int, failure: str | None
+    ) -> None:
+        """Bill before [DONE]: the reported usage, else input plus delivered output."""
+        complete = failure is None and not self._client_gone
+        if complete and book.usage is not None:
+            used_in = int(book.usage.get("prompt_tokens") or 0)
+            used_out = int(book.usage.get("completion_tokens") or 0)
+            estimated = False
+        else:
+            used_in = int(book.usage.get("prompt_tokens") or 0) if book.usage else input_tokens
+            used_out = book.output.tokens
+            estimated = True
+        status = "ok" if complete else ("aborted" if self._client_gone else "partial")
+        await self.run(
+            self.service.settle,
+            admission,
+            used_in,
+            used_out,
+            status=status,
+            estimated=estimated,
+            http_status=200,
+        )
+
+    @staticmethod
+    def stream_error(model: str, failure: str) -> dict[str, Any]:
+        text = {
+            "error": f"The upstream of '{model}' reported an error during the answer",
+            "malformed": f"The upstream of '{model}' sent a malformed event",
+            "timeout": f"The upstream of '{model}' stopped sending",
+            "dropped": f"The upstream of '{model}' closed the stream early",
+        }[failure]
+        return {
+            "error": {
+                "message": text + "; you were billed for what was delivered",
+                "type": "api_error",
+                "code": f"upstream_{failure}",
+            }
+        }
+
+
+class ChatCompletionsHandler(ModelCallHandler):
+    endpoint_kind = "chat"
+
+
+class CompletionsHandler(ModelCallHandler):
+    endpoint_kind = "completions"
+
+    def input_tokens(self, body: dict[str, Any]) -> int:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, (str, list)) or not prompt:
+            raise BadRequest("'prompt' is required", param="prompt")
+        return count_prompt_tokens(prompt)
+
+
+class EmbeddingsHandler(ModelCallHandler):
+    endpoint_kind = "embeddings"
+
+    def input_tokens(self, body: dict[str, Any]) -> int:
+        value = body.get("input")
+        if not isinstance(value, (str, list)) or not value:
+            raise BadRequest("'input' is required", param="input")
+        return count_prompt_tokens(value)
+
+
+__all__ = ["Gateway", "bearer_token"]

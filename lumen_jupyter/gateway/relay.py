@@ -1,0 +1,89 @@
+"""Reading an upstream's server-sent events and keeping the books on the way.
+
+The relay forwards every event as it arrives and remembers only what billing
+needs: the ``usage`` the upstream reported and a running token count of the
+output delivered so far, so a 100 MB stream costs no more memory than a short
+one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.tokens import TokenCounter
+
+DONE = b"[DONE]"
+
+
+class MalformedEvent(ValueError):
+    """An upstream ``data:`` line that is not JSON."""
+
+
+@dataclass
+class StreamBook:
+    """What a stream has delivered so far, for billing."""
+
+    usage: dict[str, Any] | None = None
+    output: TokenCounter = field(default_factory=TokenCounter)
+    events: int = 0
+    error: dict[str, Any] | None = None
+
+    def note(self, event: dict[str, Any]) -> None:
+        self.events += 1
+        usage = event.get("usage")
+        if isinstance(usage, dict) and "prompt_tokens" in usage:
+            self.usage = usage
+        error = event.get("error")
+        if error is not None:
+            self.error = error if isinstance(error, dict) else {"message": str(error)}
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                content = delta.get("content")
+                if isinstance(content, str):
+                    self.output.add(content)
+                reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+                if isinstance(reasoning, str):
+                    self.output.add(reasoning)
+                if delta.get("tool_calls"):
+                    self.output.add(json.dumps(delta["tool_calls"]))
+            text = choice.get("text")
+            if isinstance(text, str):
+                self.output.add(text)
+
+
+async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Yield the payload of every ``data:`` line from a byte stream, as it completes."""
+    pending = b""
+    async for chunk in chunks:
+        pending += chunk
+        while True:
+            cut = pending.find(b"\n")
+            if cut < 0:
+                break
+            line, pending = pending[:cut].rstrip(b"\r"), pending[cut + 1 :]
+            if line.startswith(b"data:"):
+                yield line[5:].strip()
+    tail = pending.strip()
+    if tail.startswith(b"data:"):
+        yield tail[5:].strip()
+
+
+def parse_event(payload: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedEvent("upstream sent an event that is not JSON") from None
+    if not isinstance(event, dict):
+        raise MalformedEvent("upstream sent an event that is not a JSON object")
+    return event
+
+
+def is_usage_only(event: dict[str, Any]) -> bool:
+    """The extra chunk that ``include_usage`` adds: usage and no choices."""
+    return event.get("usage") is not None and not event.get("choices")
