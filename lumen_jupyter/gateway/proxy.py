@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 import aiohttp
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ..core import billing
@@ -188,7 +189,9 @@ class ModelCallHandler(GatewayHandler):
         declared = self.request.headers.get("Content-Length", "")
         if declared.isdigit() and int(declared) > self.gateway.max_request_bytes:
             raise PayloadTooLarge(self._too_large_message())
-        self.request.connection.set_max_body_size(max(self.gateway.max_request_bytes * 2, 1))
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(self.gateway.max_request_bytes * 2)
 
     def _too_large_message(self) -> str:
         limit_mb = self.gateway.max_request_bytes / (1024 * 1024)

@@ -35,7 +35,7 @@ KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
 
 
-class LumenJupyter(ExtensionApp):  # type: ignore[misc]
+class LumenJupyter(ExtensionApp):
     """lumen-jupyter: an AI gateway with coin budgets inside the Jupyter server."""
 
     name = "lumen_jupyter"
@@ -111,7 +111,8 @@ class LumenJupyter(ExtensionApp):  # type: ignore[misc]
     def _default_config_file(self) -> str:
         return os.environ.get("LUMEN_CONFIG", "")
 
-    def data_dir(self) -> Path:
+    def lumen_dir(self) -> Path:
+        """Where the SQLite store and the key secret live: ``<jupyter data dir>/lumen``."""
         return Path(jupyter_data_dir()) / "lumen"
 
     def load_catalog(self, demo_url: str | None) -> Catalog:
@@ -135,10 +136,10 @@ class LumenJupyter(ExtensionApp):  # type: ignore[misc]
         from ..gateway.demo_backend import DemoBackend
 
         self.started_at = datetime.now(UTC)
-        url = self.database_url or sqlite_url(self.data_dir() / "lumen.db")
+        url = self.database_url or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
         self.store.migrate()
-        secret_path = Path(self.secret_file) if self.secret_file else self.data_dir() / "secret"
+        secret_path = Path(self.secret_file) if self.secret_file else self.lumen_dir() / "secret"
         secret = load_or_create_secret(secret_path)
         self.demo: DemoBackend | None = None
         demo_url = None
@@ -197,6 +198,7 @@ class LumenJupyter(ExtensionApp):  # type: ignore[misc]
         not an upstream secret and is never written to a notebook.
         """
         server = self.serverapp
+        assert server is not None
         host = (
             server.ip if server.ip not in ("", "0.0.0.0", "::", "*", "localhost") else "127.0.0.1"
         )
@@ -208,7 +210,7 @@ class LumenJupyter(ExtensionApp):  # type: ignore[misc]
         os.environ[KERNEL_TOKEN_ENV] = self.kernel_token
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
-        await super()._start_jupyter_server_extension(serverapp)
+        await super()._start_jupyter_server_extension(serverapp)  # type: ignore[no-untyped-call]
         self._publish_kernel_environment()  # the port is final once the server listens
         if self.gateway is not None:
             self.gateway.start_background_tasks()

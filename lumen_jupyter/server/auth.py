@@ -23,6 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
@@ -60,7 +61,7 @@ def is_lumen_credential(token: str | None) -> bool:
     )
 
 
-class LumenHandler(APIHandler):  # type: ignore[misc]
+class LumenHandler(APIHandler):
     """Base for every lumen endpoint: auth, JSON bodies, errors, and off-loop DB work."""
 
     #: Which bearer credentials this endpoint accepts besides a Jupyter session.
@@ -93,14 +94,16 @@ class LumenHandler(APIHandler):  # type: ignore[misc]
             assert token is not None
             self._lumen_bearer = True
             self._principal = await self._principal_from_bearer(token)
-            self.current_user = self._jupyter_current_user = self._principal.identity.username
+            who = self._principal.identity
+            user = User(username=who.username, name=who.display_name)
+            self.current_user = self._jupyter_current_user = user
             return
         await super().prepare()
 
     def check_xsrf_cookie(self) -> None:
         if self._lumen_bearer:
             return None  # no cookie is involved, so no cross-site forgery is possible
-        return super().check_xsrf_cookie()  # type: ignore[no-any-return]
+        return super().check_xsrf_cookie()
 
     async def _principal_from_bearer(self, token: str) -> Principal:
         identity = self.identity
