@@ -8,6 +8,29 @@ single request has to do, the counters tests and benchmarks read back) and the
 handler base class that acts the faults out on a tornado connection: sleeping
 unless the client leaves, answering with an error, hanging, or cutting the
 connection.  The endpoints themselves live in ``demo_backend``.
+
+Faults apply to the POST endpoints (chat completions, completions, embeddings)
+once the request has been validated; an invalid request leaves them armed.
+``count`` is how many affected requests are left (-1: until cleared).
+
+* ``latency``: sleep ``latency_ms`` (default 500) before answering.
+* ``slow_chunks``: streams only; ``latency_ms`` (default 50) between chunks.
+* ``no_usage``: no ``usage`` in the answer, even when a stream asked for it.
+* ``http_500``, ``http_503``, ``http_429``, ``http_400``: an OpenAI-shaped error
+  (code ``demo_<fault>``; 429 and 503 carry ``Retry-After: 1``).
+* ``hang``: no answer until the client disconnects.
+* ``drop``: close the connection without any response.
+* ``error_mid_stream``: streams only; after ``after_chunks`` chunks (default 1),
+  a ``data: {"error": ...}`` event, then ``data: [DONE]``.
+* ``drop_mid_stream``: streams only; close the connection after ``after_chunks``
+  chunks (the chunked body is left incomplete, no ``[DONE]``).
+* ``malformed_sse``: streams only; after ``after_chunks`` chunks a ``data:`` line
+  that is not JSON, then the response ends (no ``[DONE]``).
+
+``after_chunks`` counts the ``data:`` events sent, the chat role chunk included;
+if the reply is shorter the fault fires in place of the finish chunk.  A request
+takes at most one answer-replacing fault (in the order above; the others stay
+armed) and at most one mid-stream fault; latency applies on top of either.
 """
 
 from __future__ import annotations
@@ -41,8 +64,6 @@ MID_STREAM_FAULTS: tuple[str, ...] = (
 #: Faults that only change timing or content and combine with the others.
 MODIFIER_FAULTS: tuple[str, ...] = ("latency", "slow_chunks", "no_usage")
 FAULT_NAMES: frozenset[str] = frozenset(TERMINAL_FAULTS + MID_STREAM_FAULTS + MODIFIER_FAULTS)
-#: Faults that are only consumed by streaming requests.
-STREAM_ONLY_FAULTS: frozenset[str] = frozenset((*MID_STREAM_FAULTS, "slow_chunks"))
 
 #: ``count`` value meaning "until cleared".
 UNTIL_CLEARED = -1
@@ -258,14 +279,19 @@ class ApiError(Exception):
         self.body = {"error": error}
 
 
+def _fault_error(fault: str, status: int, message: str, error_type: str) -> ApiError:
+    return ApiError(status, f"Demo fault: {message}", error_type, code=f"demo_{fault}")
+
+
 _FAULT_ERRORS: dict[str, ApiError] = {
-    "http_500": ApiError(500, "Demo fault: internal server error.", "server_error"),
-    "http_503": ApiError(503, "Demo fault: the model is overloaded.", "server_error"),
-    "http_429": ApiError(429, "Demo fault: rate limit reached.", "rate_limit_error"),
-    "http_400": ApiError(400, "Demo fault: bad request.", "invalid_request_error"),
+    fault: _fault_error(fault, status, message, error_type)
+    for fault, status, message, error_type in (
+        ("http_500", 500, "internal server error.", "server_error"),
+        ("http_503", 503, "the model is overloaded.", "server_error"),
+        ("http_429", 429, "rate limit reached.", "rate_limit_error"),
+        ("http_400", 400, "bad request.", "invalid_request_error"),
+    )
 }
-for _name, _error in _FAULT_ERRORS.items():
-    _error.body["error"]["code"] = f"demo_{_name}"
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
@@ -369,14 +395,14 @@ class FaultAwareHandler(DemoHandler):
         try:
             flushed = self.flush()
             if flushed.done():
-                await self._yield_now_and_then()
+                await self._yield_every_few_writes()
             await flushed
         except tornado.iostream.StreamClosedError:
             self.client_left(mid_stream)
             return False
         return True
 
-    async def _yield_now_and_then(self) -> None:
+    async def _yield_every_few_writes(self) -> None:
         """Let the event loop run every few writes that completed at once.
 
         Awaiting a finished future does not yield, so while the socket keeps
