@@ -8,6 +8,7 @@ keeps the row and its counters; the key stops working at once.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,7 +40,7 @@ def clean_name(name: Any) -> str:
         raise BadRequest("a key name must not be empty", param="name")
     if len(text) > MAX_NAME_LENGTH:
         raise BadRequest(f"a key name has at most {MAX_NAME_LENGTH} characters", param="name")
-    if any(ord(c) < 32 for c in text):
+    if any(unicodedata.category(c) in ("Cc", "Cf") for c in text):
         raise BadRequest("a key name must not contain control characters", param="name")
     return text
 
