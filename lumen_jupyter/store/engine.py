@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import StaticPool
 
 from . import schema
 
@@ -27,6 +27,8 @@ Migration = Callable[[Connection], None]
 def _create_initial_tables(conn: Connection) -> None:
     schema.metadata.create_all(conn, checkfirst=True)
 
+
+_MIGRATION_LOCK = 0x6C756D656E  # "lumen": the advisory lock key of migrations on PostgreSQL
 
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = ((1, "initial tables", _create_initial_tables),)
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
@@ -59,7 +61,8 @@ class Store:
             self.engine: Engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
-                poolclass=NullPool if database in ("", ":memory:") else None,
+                # one shared connection, else each connection sees its own empty database
+                poolclass=StaticPool if database in ("", ":memory:") else None,
             )
             _configure_sqlite(self.engine)
         elif self.dialect == "postgresql":
@@ -82,13 +85,25 @@ class Store:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    @contextmanager
+    def _migration_transaction(self) -> Iterator[Connection]:
+        """A write transaction that other migrating servers wait for.
+
+        SQLite's BEGIN IMMEDIATE already queues them; PostgreSQL needs a lock, else
+        servers starting at once on a fresh database race to CREATE the same tables.
+        """
+        with self.write() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            yield conn
+
     def migrate(self) -> int:
         """Apply pending migrations; returns the schema version."""
-        with self.write() as conn:
+        with self._migration_transaction() as conn:
             schema.meta.create(conn, checkfirst=True)
         version = 0
         for number, _title, step in MIGRATIONS:
-            with self.write() as conn:
+            with self._migration_transaction() as conn:
                 done = conn.execute(
                     select(schema.meta.c.version).where(schema.meta.c.version == number)
                 ).first()

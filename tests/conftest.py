@@ -1,0 +1,96 @@
+"""Fixtures shared by every test directory: a fake clock and the two databases.
+
+``store_url`` runs a test on SQLite (a file in ``tmp_path``) and on PostgreSQL (a fresh
+database on a throwaway server, see ``tests/pg.py``); ``store`` is a migrated ``Store`` on it;
+``empty_store_url`` is the same without the schema, for migration tests.
+Without PostgreSQL the PostgreSQL half is skipped, except under ``CI`` where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+from lumen_jupyter.core.clock import FakeClock
+from lumen_jupyter.store import Store, sqlite_url
+from tests import pg
+
+START = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+"""Where every ``clock`` starts: a Wednesday, noon UTC."""
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(START)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[pg.PostgresServer]:
+    reason = pg.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {reason}", pytrace=False)
+        pytest.skip(reason)
+    try:
+        server = pg.open_server()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL, which did not start: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL did not start: {exc}")
+    try:
+        yield server
+    finally:
+        pg.stop(server)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` then ``postgresql``: every test using the fixtures below runs on both."""
+    return str(request.param)
+
+
+def _fresh_url(request: pytest.FixtureRequest, backend: str, migrated: bool) -> Iterator[str]:
+    if backend == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "lumen.sqlite"
+        url = sqlite_url(path)
+        if migrated:
+            db = Store(url)
+            db.migrate()
+            db.dispose()
+        yield url
+        return
+    server: pg.PostgresServer = request.getfixturevalue("postgres_server")
+    with server.database(migrated=migrated) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_store_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
+    """The URL of a fresh, empty database: a SQLite file in ``tmp_path``, or a new
+    PostgreSQL database dropped after the test."""
+    yield from _fresh_url(request, backend, migrated=False)
+
+
+@pytest.fixture
+def store_url(request: pytest.FixtureRequest, backend: str) -> Iterator[str]:
+    """The URL of a fresh database already at the latest schema (so another process or
+    server can open it directly)."""
+    yield from _fresh_url(request, backend, migrated=True)
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated ``Store`` on ``store_url`` (migrated already: no need to migrate again)."""
+    db = Store(store_url)
+    try:
+        yield db
+    finally:
+        db.dispose()

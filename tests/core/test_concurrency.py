@@ -1,0 +1,124 @@
+"""Many threads and many processes against one small pool, on SQLite and PostgreSQL.
+
+The pool affords exactly ten worst cases.  However the attempts interleave, exactly ten
+are admitted, nothing is overspent, the balance never dips below zero (checked on the
+ledger's running sum, which is the balance's history), and ``balance == sum(ledger)``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import threading
+
+from sqlalchemy import func, select
+
+from lumen_jupyter.core.clock import FakeClock
+from lumen_jupyter.core.service import LumenService
+from lumen_jupyter.store import Store
+from lumen_jupyter.store.schema import accounts, balances, ledger, requests_log
+from tests.core.concurrency_worker import (
+    AFFORDABLE,
+    POOL,
+    USER,
+    WORST,
+    attempt_calls,
+    process_main,
+    race_catalog,
+)
+from tests.core.helpers import assert_ledger_invariant
+
+
+def check_outcome(store: Store, admitted: int, refused: int, attempts: int) -> None:
+    assert admitted == AFFORDABLE
+    assert refused == attempts - AFFORDABLE
+    assert POOL.starting_micro == AFFORDABLE * WORST
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(accounts)).scalar_one() == 1
+        rows = conn.execute(select(requests_log.c.status, requests_log.c.reserved_micro)).all()
+        assert len(rows) == AFFORDABLE  # refused calls leave no request row
+        assert {status for status, _ in rows} == {"ok"}
+        assert sum(int(r) for _, r in rows) <= POOL.starting_micro
+        assert conn.execute(select(balances.c.balance_micro)).scalar_one() == 0
+        history = conn.execute(
+            select(ledger.c.kind, ledger.c.amount_micro).order_by(ledger.c.id)
+        ).all()
+    kinds = [k for k, _ in history]
+    assert kinds.count("grant") == 1  # the lazily opened balance was granted once
+    assert kinds.count("reserve") == AFFORDABLE
+    running = 0
+    for kind, amount in history:
+        running += int(amount)
+        assert running >= 0, f"balance went negative ({running}) at a {kind} row"
+    assert_ledger_invariant(store)
+
+
+def test_threads_never_overspend(store: Store, clock: FakeClock) -> None:
+    threads_n, attempts = 32, 3
+    service = LumenService(store, race_catalog(), b"s" * 32, clock=clock)
+    start = threading.Barrier(threads_n)
+    results: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            start.wait(timeout=30)
+            outcome = attempt_calls(service, attempts)
+            with lock:
+                results.append(outcome)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    assert len(results) == threads_n
+    check_outcome(
+        store,
+        admitted=sum(a for a, _ in results),
+        refused=sum(r for _, r in results),
+        attempts=threads_n * attempts,
+    )
+
+
+def test_processes_never_overspend(store: Store, store_url: str, clock: FakeClock) -> None:
+    processes_n, attempts = 3, 8
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes_n)
+    results = context.Queue()
+    procs = [
+        context.Process(
+            target=process_main,
+            args=(store_url, clock.now().isoformat(), attempts, barrier, results),
+        )
+        for _ in range(processes_n)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = []
+    try:
+        for _ in procs:
+            outcomes.append(results.get(timeout=90))
+    except queue.Empty:  # pragma: no cover - a hung worker
+        outcomes.append("timed out waiting for a worker")
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():  # pragma: no cover
+                proc.kill()
+    failures = [o for o in outcomes if isinstance(o, str)]
+    assert failures == []
+    assert all(proc.exitcode == 0 for proc in procs)
+    check_outcome(
+        store,
+        admitted=sum(a for a, _ in outcomes),
+        refused=sum(r for _, r in outcomes),
+        attempts=processes_n * attempts,
+    )
+    with store.read() as conn:
+        assert conn.execute(select(accounts.c.username)).scalar_one() == USER
