@@ -18,6 +18,9 @@ from lumen_jupyter.core.clock import FakeClock
 from lumen_jupyter.store import Store, sqlite_url
 from tests import pg
 
+pytest_plugins = ("pytest_jupyter.jupyter_server",)
+"""A real Jupyter server for the server, gateway, kernel and widget tests (jp_* fixtures)."""
+
 START = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 """Where every ``clock`` starts: a Wednesday, noon UTC."""
 

@@ -19,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from lumen_jupyter.cli import DEMO_URL, main
 from lumen_jupyter.core.accounts import Identity
 from lumen_jupyter.core.billing import CallContext
 from lumen_jupyter.core.defaults import embedded_default
+from lumen_jupyter.core.errors import BadRequest
 from lumen_jupyter.core.ledger import ledger_matches_balance
 from lumen_jupyter.core.money import MICRO
 from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.store import Store, sqlite_url
-from lumen_jupyter.store.schema import ledger
+from lumen_jupyter.store.schema import api_keys, ledger
 
 SECRET = b"0123456789abcdef0123456789abcdef-cli-test-secret"
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,7 +259,14 @@ def test_keys_show_hints_never_keys(scene: Scene) -> None:
 
 
 def test_names_cannot_drive_the_terminal(scene: Scene) -> None:
-    scene.server.create_key(who("alice"), "evil\x9b2J\x7fname")
+    with pytest.raises(BadRequest, match="control characters"):
+        scene.server.create_key(who("alice"), "evil\x9b2J\x7fname")
+    # Rows written before that rule (or by hand) are still printed safely.
+    key = scene.server.create_key(who("alice"), "plain")
+    with scene.server.store.write() as conn:
+        conn.execute(
+            update(api_keys).where(api_keys.c.id == key["id"]).values(name="evil\x9b2J\x7fname")
+        )
     out = scene.ok("keys", "alice")
     assert "evil?2J?name" in out and "\x9b" not in out and "\x7f" not in out
     assert scene.json("keys", "alice")["keys"][0]["name"] == "evil\x9b2J\x7fname"

@@ -48,7 +48,7 @@ def parse_config(data: Any, *, base: Catalog | None = None, origin: str = "confi
         raise ConfigError(f"{origin}: the top level must be a mapping")
     version = data.get("version", 2)
     if version not in (1, 2, 3):
-        raise ConfigError(f"{origin}: version must be 2 (got {version!r})")
+        raise ConfigError(f"{origin}: version must be 1, 2 or 3 (got {version!r})")
     start = base or Catalog()
     defaults = _mapping(data.get("defaults", {}), "defaults")
     default_pool = start.default_pool

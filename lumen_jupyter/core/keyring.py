@@ -77,10 +77,13 @@ def _key_row(conn: Connection, account_id: int, key_id: int) -> Any:
     return row
 
 
-def save_key(conn: Connection, account_id: int, key_id: int, name: Any) -> None:
+def save_key(conn: Connection, account_id: int, key_id: int, name: Any, now: datetime) -> None:
     """Name a key; a draft becomes active (the dialog's Save Key)."""
     text = clean_name(name)
     row = _key_row(conn, account_id, key_id)
+    if row.status == "draft" and row.created_at < now - DRAFT_LIFETIME:
+        conn.execute(delete(api_keys).where(api_keys.c.id == key_id))
+        raise NotFound("this new key was never saved and has expired; create another one")
     status = "active" if row.status == "draft" else row.status
     conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(name=text, status=status))
 

@@ -49,12 +49,15 @@ def write_ledger(
     )
 
 
-def read_balance(conn: Connection, account_id: int) -> BalanceRow | None:
-    row = conn.execute(
-        select(balances.c.balance_micro, balances.c.last_refill_at).where(
-            balances.c.account_id == account_id
-        )
-    ).first()
+def read_balance(
+    conn: Connection, account_id: int, *, for_update: bool = False
+) -> BalanceRow | None:
+    """The balance row; ``for_update`` locks it on PostgreSQL until the transaction ends
+    (SQLite's write transactions are already exclusive)."""
+    query = select(balances.c.balance_micro, balances.c.last_refill_at).where(
+        balances.c.account_id == account_id
+    )
+    row = conn.execute(query.with_for_update() if for_update else query).first()
     return None if row is None else BalanceRow(int(row[0]), row[1])
 
 
@@ -78,12 +81,12 @@ def ensure_balance(
 def refill_if_due(conn: Connection, account_id: int, pool: PoolSpec, now: datetime) -> int:
     """Apply a due refill; returns the credit (0 when none was due).
 
-    The UPDATE is conditional on the balance and refill time it was computed
-    from; if a concurrent writer moved either, it is recomputed.  Two refillers
-    can never both credit the same hour.
+    The row is locked while the refill is computed, and the UPDATE is still
+    conditional on the balance and refill time it was computed from, so two
+    refillers can never both credit the same hour.
     """
     for _ in range(_REFILL_ATTEMPTS):
-        current = read_balance(conn, account_id)
+        current = read_balance(conn, account_id, for_update=True)
         if current is None:
             return 0
         outcome = compute_refill(current.balance_micro, current.last_refill_at, now, pool)

@@ -8,6 +8,7 @@ it off the event loop.  Nothing here knows about HTTP or Jupyter.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,7 +96,6 @@ class LumenService:
         self.status_provider = status_provider
         self.default_output_cap = billing.DEFAULT_OUTPUT_CAP
         self._account_ids: dict[str, int] = {}
-        self._consent_cache: dict[int, dict[str, str]] = {}
 
     # -- accounts and pools -------------------------------------------------------------
 
@@ -204,7 +204,7 @@ class LumenService:
     def save_key(self, who: Identity, key_id: int, name: Any) -> dict[str, Any]:
         acct = self.account(who.username)
         with self.store.write() as conn:
-            keyring.save_key(conn, acct, key_id, name)
+            keyring.save_key(conn, acct, key_id, name, self.clock.now())
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return _key_json(row)
 
@@ -227,11 +227,8 @@ class LumenService:
 
     def access_map(self, who: Identity) -> dict[str, Access]:
         acct = self.account(who.username)
-        given = self._consent_cache.get(acct)
-        if given is None:
-            with self.store.read() as conn:
-                given = self._consents(conn, acct)
-            self._consent_cache[acct] = given
+        with self.store.read() as conn:
+            given = self._consents(conn, acct)
         user = self.catalog.user(who.username)
         groups = self.catalog.groups_of(who.username, who.groups)
         return {
@@ -335,7 +332,6 @@ class LumenService:
                 keys=("account_id", "model"),
                 replace=("notice_digest", "created_at"),
             )
-        self._consent_cache.pop(acct, None)
         return self.model_detail(who, name)
 
     # -- usage ------------------------------------------------------------------------------
@@ -345,13 +341,17 @@ class LumenService:
     ) -> dict[str, Any]:
         acct = self.account(who.username)
         with self.store.read() as conn:
-            names = {}
+            names: dict[int, str] = {}
             if group_by == "key":
-                names = {
-                    int(i): str(n)
-                    for i, n in conn.execute(
-                        select(api_keys.c.id, api_keys.c.name).where(api_keys.c.account_id == acct)
+                rows = conn.execute(
+                    select(api_keys.c.id, api_keys.c.name, api_keys.c.hint).where(
+                        api_keys.c.account_id == acct
                     )
+                ).all()
+                seen = Counter(str(row.name) for row in rows)
+                names = {
+                    int(row.id): f"{row.name} ({row.hint})" if seen[str(row.name)] > 1 else row.name
+                    for row in rows
                 }
             return history(
                 conn,
@@ -369,10 +369,23 @@ class LumenService:
 
     # -- the gateway's part -------------------------------------------------------------------
 
-    def callable_model(self, who: Identity, name: str) -> ModelSpec:
+    def _access_to(self, conn: Connection, who: Identity, acct: int, name: str) -> Access | None:
+        model = self.catalog.models.get(name)
+        if model is None:
+            return None
+        digest = conn.execute(
+            select(consents.c.notice_digest).where(
+                consents.c.account_id == acct, consents.c.model == name
+            )
+        ).scalar_one_or_none()
+        user = self.catalog.user(who.username)
+        groups = self.catalog.groups_of(who.username, who.groups)
+        return resolve_access(model, user, groups, self.catalog, digest)
+
+    def _callable_model(self, conn: Connection, who: Identity, acct: int, name: str) -> ModelSpec:
         """The model, if this user may call it now; else the error to answer."""
         model = self.catalog.models.get(name)
-        access = self.access_map(who).get(name)
+        access = self._access_to(conn, who, acct, name)
         if model is None or access is None:
             raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
         if not model.active:
@@ -390,32 +403,10 @@ class LumenService:
             )
         return model
 
-    def admit(
-        self,
-        who: Identity,
-        ctx: billing.CallContext,
-        model: ModelSpec,
-        worst_case: int,
-        endpoint: str,
-    ) -> Admission:
-        now = self.clock.now()
-        with self.store.write() as conn:
-            resolved = self.resolve_pool(conn, who, ctx.account_id)
-            outcome = billing.admit(
-                self.store,
-                conn,
-                ctx,
-                pool=resolved.spec if resolved else None,
-                model=model.name,
-                endpoint=endpoint,
-                worst_case_micro=worst_case,
-                strict=self.strict_billing,
-                now=now,
-            )
-        if isinstance(outcome, billing.Refusal):
-            raise self._refusal_error(outcome, resolved)
-        reserved = worst_case if self.strict_billing and resolved and resolved.spec.max_micro else 0
-        return Admission(outcome, ctx.account_id, model, reserved)
+    def callable_model(self, who: Identity, name: str) -> ModelSpec:
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            return self._callable_model(conn, who, acct, name)
 
     def open_call(
         self,
@@ -427,13 +418,65 @@ class LumenService:
         input_tokens: int,
         max_output_tokens: int | None,
     ) -> Admission:
-        """Check access and reserve the worst case of one call, in one step."""
-        model = self.callable_model(who, model_name)
-        output = 0
-        if endpoint != "embeddings":
-            output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
-        worst = billing.worst_case_cost(model, input_tokens, output)
-        return self.admit(who, ctx, model, worst, endpoint)
+        """Check access and reserve the worst case of one call, in one transaction."""
+        now = self.clock.now()
+        with self.store.write() as conn:
+            model = self._callable_model(conn, who, ctx.account_id, model_name)
+            output = 0
+            if endpoint != "embeddings":
+                output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
+            worst = billing.worst_case_cost(model, input_tokens, output)
+            outcome = self._admit(conn, who, ctx, model, worst, endpoint, now)
+        return self._admission_or_raise(outcome)
+
+    def admit(
+        self,
+        who: Identity,
+        ctx: billing.CallContext,
+        model: ModelSpec,
+        worst_case: int,
+        endpoint: str,
+    ) -> Admission:
+        """Reserve ``worst_case`` for a call to ``model`` (access already checked)."""
+        now = self.clock.now()
+        with self.store.write() as conn:
+            outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now)
+        return self._admission_or_raise(outcome)
+
+    def _admit(
+        self,
+        conn: Connection,
+        who: Identity,
+        ctx: billing.CallContext,
+        model: ModelSpec,
+        worst: int,
+        endpoint: str,
+        now: datetime,
+    ) -> Admission | tuple[billing.Refusal, ResolvedPool | None]:
+        resolved = self.resolve_pool(conn, who, ctx.account_id)
+        outcome = billing.admit(
+            self.store,
+            conn,
+            ctx,
+            pool=resolved.spec if resolved else None,
+            model=model.name,
+            endpoint=endpoint,
+            worst_case_micro=worst,
+            strict=self.strict_billing,
+            now=now,
+        )
+        if isinstance(outcome, billing.Refusal):
+            return outcome, resolved  # raised after the commit, so a due refill is kept
+        metered = resolved is not None and not resolved.spec.unlimited
+        reserved = worst if self.strict_billing and metered else 0
+        return Admission(outcome, ctx.account_id, model, reserved)
+
+    def _admission_or_raise(
+        self, outcome: Admission | tuple[billing.Refusal, ResolvedPool | None]
+    ) -> Admission:
+        if isinstance(outcome, Admission):
+            return outcome
+        raise self._refusal_error(*outcome)
 
     def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
         if refusal.reason == "no_pool":

@@ -113,11 +113,21 @@ class Counters:
     def tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    def add_counts(
+        self, requests: int, input_tokens: int, output_tokens: int, coins_micro: int
+    ) -> None:
+        self.requests += int(requests)
+        self.input_tokens += int(input_tokens)
+        self.output_tokens += int(output_tokens)
+        self.coins_micro += int(coins_micro)
+
     def add(self, row: Any) -> None:
-        self.requests += int(row.requests)
-        self.input_tokens += int(row.input_tokens)
-        self.output_tokens += int(row.output_tokens)
-        self.coins_micro += int(row.coins_micro)
+        """Add a counter row that has ``last_used_at`` (``usage_stats``).
+
+        Rows without it go through :meth:`add_counts`: a missing attribute on a
+        SQLAlchemy Row raises inside ``getattr`` (~17 µs a row).
+        """
+        self.add_counts(row.requests, row.input_tokens, row.output_tokens, row.coins_micro)
         last = getattr(row, "last_used_at", None)
         if last is not None and (self.last_used_at is None or last > self.last_used_at):
             self.last_used_at = last
@@ -154,7 +164,7 @@ def summarize(conn: Connection, account_id: int) -> Summary:
                 requests_log.c.account_id == account_id,
                 requests_log.c.source == CHAT_SOURCE,
                 requests_log.c.conversation.is_not(None),
-                requests_log.c.status != "pending",
+                requests_log.c.status.in_(("ok", "aborted", "partial")),
             )
         ).scalar_one()
     )
@@ -244,8 +254,9 @@ def history(
     for row in rows:
         key = bucket_start(row.day, bucket)
         name = series_name(row.series)
-        grid.setdefault(key, {}).setdefault(name, Counters()).add(row)
-        totals[name].add(row)
+        counts = (row.requests, row.input_tokens, row.output_tokens, row.coins_micro)
+        grid.setdefault(key, {}).setdefault(name, Counters()).add_counts(*counts)
+        totals[name].add_counts(*counts)
     series = sorted(totals, key=lambda n: (-totals[n].coins_micro, -totals[n].tokens, n))
     return {
         "period": period,

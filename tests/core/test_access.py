@@ -141,10 +141,6 @@ def test_consent_versioning(make_service: MakeService) -> None:
     assert count(v2.store, consents) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LumenService caches consents per instance and never sees another server's writes",
-)
 def test_consent_is_shared_by_servers_on_one_database(make_service: MakeService) -> None:
     """JupyterHub: several servers on one database must agree on a user's consents."""
     first = make_service(consent_catalog("Terms"))
