@@ -143,7 +143,18 @@ class GatewayHandler(LumenHandler):
                     "Malformed Authorization header: send 'Authorization: Bearer sk_…'",
                     code="invalid_authorization",
                 )
-        await super().prepare()
+        try:
+            await super().prepare()
+        except web.HTTPError as error:
+            # Jupyter answers a caller it does not know with 403 (its XSRF or login
+            # check); on the model API that is a missing or invalid key: 401.
+            if error.status_code != 403 or getattr(self, "_jupyter_current_user", None):
+                raise
+            if header is None or not header.strip():
+                raise AuthenticationFailed(
+                    "Missing API key: send 'Authorization: Bearer sk_…'", code="missing_api_key"
+                ) from None
+            raise AuthenticationFailed("Invalid API key or token", code="invalid_api_key") from None
 
     async def principal(self, action: str) -> Principal:
         if self._principal is None and not self.current_user:
@@ -411,7 +422,13 @@ class ModelCallHandler(GatewayHandler):
             used_out = int(usage.get("completion_tokens") or 0)
         else:
             book = StreamBook()
-            book.note({"choices": [c.get("message", c) for c in data.get("choices") or []]})
+            # A whole answer's message counts like a stream's delta (content, reasoning,
+            # tool calls); a completion's choice carries its text directly.
+            choices = [
+                {"delta": c["message"]} if isinstance(c, dict) and "message" in c else c
+                for c in data.get("choices") or []
+            ]
+            book.note({"choices": choices})
             used_in, used_out = input_tokens, book.output.tokens
         await self.run(
             self.service.settle,

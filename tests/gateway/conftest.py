@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,7 +37,6 @@ from lumen_jupyter.store.schema import (
     requests_log,
     usage_stats,
 )
-
 
 NOTICE = "demo-restricted has terms of use: accept them once before calling it."
 
@@ -117,14 +115,6 @@ def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
     jp_asyncio_loop.run_until_complete(backend.start())
     yield backend
     jp_asyncio_loop.run_until_complete(backend.stop())
-
-
-def closed_port_url() -> str:
-    """An OpenAI base URL on a loopback port nothing listens on (connections are refused)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
 
 
 def model_entry(
