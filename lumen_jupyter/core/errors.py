@@ -15,6 +15,9 @@ class LumenError(Exception):
     """Base error: a message for people plus the HTTP answer it maps to."""
 
     status = 400
+    #: Whether a client should retry this answer by itself (OpenAI's client reads
+    #: the ``x-should-retry`` header; an exhausted budget is not worth retrying).
+    retryable = False
     error_type = "invalid_request_error"
     code = "invalid_request"
 
@@ -83,6 +86,7 @@ class BudgetExhausted(LumenError):
 
 class RateLimited(LumenError):
     status = 429
+    retryable = True
     error_type = "rate_limit_error"
     code = "rate_limited"
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -50,6 +51,14 @@ NOTEBOOK_HEADER = "X-Lumen-Notebook"
 CELL_HEADER = "X-Lumen-Cell"
 CONVERSATION_HEADER = "X-Lumen-Conversation"
 SOURCE_HEADER = "X-Lumen-Source"
+
+
+_SECRET_LIKE = re.compile(r"\b(?:sk|lkt|key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """Hide anything shaped like an API key in text that came from an upstream."""
+    return _SECRET_LIKE.sub("[redacted]", text)
 
 
 class UpstreamTimeout(LumenError):
@@ -367,13 +376,24 @@ class ModelCallHandler(GatewayHandler):
 
     @staticmethod
     def upstream_error(status: int, raw: bytes, model: str) -> LumenError:
-        """4xx pass through with their message; anything else is a generic 500."""
+        """4xx pass through with their message; anything else is a generic 500.
+
+        Two exceptions keep secrets in: a 401/403 from upstream concerns the
+        gateway's own upstream credential, so it becomes a generic failure; and
+        anything shaped like a key is masked in a message that passes through.
+        """
+        if status in (401, 403):
+            return UpstreamFailed(
+                f"The upstream of '{model}' refused the gateway's credentials; "
+                "tell an administrator. Nothing was charged",
+                code="upstream_auth",
+            )
         if 400 <= status < 500:
             message = f"The upstream of '{model}' refused the request ({status})"
             try:
                 detail = json.loads(raw).get("error", {})
                 if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-                    message = detail["message"][:2000]
+                    message = mask_secrets(detail["message"][:2000])
             except (ValueError, AttributeError):
                 pass
             error = LumenError(message, code="upstream_refused")

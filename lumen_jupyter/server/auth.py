@@ -159,7 +159,7 @@ class LumenHandler(APIHandler):
         self.clear_header("Content-Type")
         self.set_status(error.status)
         if error.status == 429:
-            self.set_header("x-should-retry", "false")
+            self.set_header("x-should-retry", "true" if error.retryable else "false")
         self.send_json(error.to_json(), status=error.status)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

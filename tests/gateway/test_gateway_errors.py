@@ -415,6 +415,7 @@ async def test_rate_limit_per_key_is_429_with_retry_after(
     assert limited.status_code == 429
     assert error_of(limited)["code"] == "rate_limited"
     retry_after = int(limited.headers["Retry-After"])
+    assert limited.headers["x-should-retry"] == "true"  # a rate limit passes; a budget does not
     assert 1 <= retry_after <= 61
     # Another key has its own window; the Jupyter session is not limited by default.
     assert (await call(f"Bearer {second}")).status_code == 200
@@ -423,3 +424,14 @@ async def test_rate_limit_per_key_is_429_with_retry_after(
     assert demo.state.requests["chat_completions"] == 6
     assert len(books.requests()) == 6
     await books.settled()
+
+
+def test_upstream_messages_never_carry_secrets() -> None:
+    from lumen_jupyter.gateway.proxy import ModelCallHandler
+
+    leaked = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc123***xyz9"}}'
+    refused = ModelCallHandler.upstream_error(401, leaked, "m")
+    assert refused.status == 500 and "sk-proj" not in refused.message
+    passed = ModelCallHandler.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
+    assert passed.status == 400 and "sk-proj" not in passed.message
+    assert "[redacted]" in passed.message
