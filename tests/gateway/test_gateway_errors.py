@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -435,3 +436,49 @@ def test_upstream_messages_never_carry_secrets() -> None:
     passed = ModelCallHandler.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
     assert passed.status == 400 and "sk-proj" not in passed.message
     assert "[redacted]" in passed.message
+
+
+async def test_no_log_line_carries_a_key(
+    http: Any, make_key: Any, jp_fetch: Any, jp_serverapp: Any, books: Any
+) -> None:
+    """Keys used, revoked, mistyped and erroring calls: no log record shows a raw key."""
+    records: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    collector = Collect(level=logging.DEBUG)
+    loggers = [logging.getLogger(), jp_serverapp.log, logging.getLogger("tornado.access")]
+    for logger in loggers:
+        logger.addHandler(collector)
+    try:
+        key_id, key = await make_key("logged")
+        assert (
+            await http.post(
+                "/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {key}"}
+            )
+        ).status_code == 200
+        bad = await http.post(
+            "/chat/completions", content=b"{oops", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert bad.status_code == 400
+        await jp_fetch("lumen", "api", "keys", str(key_id), method="DELETE")
+        revoked = await http.post(
+            "/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {key}"}
+        )
+        assert revoked.status_code == 401
+        typo = key[:-1] + ("A" if key[-1] != "A" else "B")
+        assert (
+            await http.post(
+                "/chat/completions", json=chat_body(), headers={"Authorization": f"Bearer {typo}"}
+            )
+        ).status_code == 401
+    finally:
+        for logger in loggers:
+            logger.removeHandler(collector)
+    assert records, "nothing was logged, so this test would prove nothing"
+    text = "\n".join(records)
+    assert key not in text and typo not in text
+    assert key[3:20] not in text
+    await books.settled()
