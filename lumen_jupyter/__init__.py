@@ -2,18 +2,77 @@
 
 The server extension holds the keys, proxies OpenAI-compatible calls and does
 the accounting; kernels and browsers see only their own credential.
+
+In a notebook: ``%load_ext lumen_jupyter`` (magics), ``lumen_jupyter.client()``
+(the profile API), ``lumen_jupyter.openai_client()`` (an ``openai`` client for the
+gateway).  These import their dependencies on first use, so importing this package
+in a kernel stays cheap and never imports jupyter_server.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 
-__all__ = ["__version__"]
+if TYPE_CHECKING:
+    import openai
+
+    from .kernel.client import LumenClient
+
+__all__ = [
+    "__version__",
+    "async_openai_client",
+    "client",
+    "load_ipython_extension",
+    "openai_client",
+    "unload_ipython_extension",
+]
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from .server.app import LumenJupyter
 
     return [{"module": "lumen_jupyter", "app": LumenJupyter}]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext lumen_jupyter``: the ``%lumen`` and ``%%lumen`` magics."""
+    from .kernel.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .kernel.magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
+def client(base_url: str | None = None, api_key: str | None = None, **kwargs: Any) -> LumenClient:
+    """A :class:`~lumen_jupyter.kernel.client.LumenClient` for the gateway.
+
+    With no arguments it finds the gateway by itself: in a kernel started by the
+    Jupyter server, else from ``LUMEN_BASE_URL`` and ``LUMEN_API_KEY``.
+    """
+    from .kernel.client import LumenClient
+
+    return LumenClient(base_url, api_key, **kwargs)
+
+
+def openai_client(
+    base_url: str | None = None, api_key: str | None = None, **kwargs: Any
+) -> openai.OpenAI:
+    """An ``openai.OpenAI`` client configured for the gateway."""
+    from .kernel.openai_clients import openai_client as make
+
+    return make(base_url, api_key, **kwargs)
+
+
+def async_openai_client(
+    base_url: str | None = None, api_key: str | None = None, **kwargs: Any
+) -> openai.AsyncOpenAI:
+    """An ``openai.AsyncOpenAI`` client configured for the gateway."""
+    from .kernel.openai_clients import async_openai_client as make
+
+    return make(base_url, api_key, **kwargs)
