@@ -18,6 +18,7 @@ from sqlalchemy import Connection, and_, func, select, update
 from ..store import Store
 from ..store.schema import api_keys, requests_log, usage_daily, usage_stats
 from .errors import BadRequest
+from .money import format_coins
 
 CHAT_SOURCE = "chat"
 PERIODS = {"week": 7, "month": 30, "year": 365, "all": None}
@@ -283,4 +284,5 @@ def _counters_json(c: Counters) -> dict[str, Any]:
         "output_tokens": c.output_tokens,
         "tokens": c.tokens,
         "coins_micro": c.coins_micro,
+        "coins": format_coins(c.coins_micro),
     }

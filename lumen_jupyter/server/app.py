@@ -33,6 +33,7 @@ from .handlers import api_routes
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
+KERNEL_ROOT_ENV = "LUMEN_JUPYTER_ROOT"
 
 
 class LumenJupyter(ExtensionApp):
@@ -195,7 +196,9 @@ class LumenJupyter(ExtensionApp):
         """Tell kernels started by this server where the gateway is and how to call it.
 
         The credential is scoped to this user and this server's lifetime; it is
-        not an upstream secret and is never written to a notebook.
+        not an upstream secret and is never written to a notebook.  Like any
+        variable of the server's environment, terminals started by this server
+        inherit it too: they run as the same user, who may call the gateway anyway.
         """
         server = self.serverapp
         assert server is not None
@@ -208,6 +211,8 @@ class LumenJupyter(ExtensionApp):
         url = f"{scheme}://{host}:{server.port}{server.base_url}"
         os.environ[KERNEL_URL_ENV] = url
         os.environ[KERNEL_TOKEN_ENV] = self.kernel_token
+        # Lets kernels report notebook paths relative to the server's root, as Jupyter shows them.
+        os.environ[KERNEL_ROOT_ENV] = str(server.root_dir)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)  # type: ignore[no-untyped-call]

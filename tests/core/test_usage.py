@@ -16,7 +16,7 @@ from lumen_jupyter.core.billing import CallContext
 from lumen_jupyter.core.catalog import Catalog, GroupSpec
 from lumen_jupyter.core.clock import FakeClock
 from lumen_jupyter.core.errors import BadRequest
-from lumen_jupyter.core.money import MICRO
+from lumen_jupyter.core.money import MICRO, format_coins
 from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.core.usage import validate_history_args
 from tests.core.helpers import MakeService, assert_ledger_invariant, catalog, model, pool, who
@@ -127,13 +127,14 @@ def test_profile_tiles_and_web_chat_row(seeded: LumenService) -> None:
     assert_ledger_invariant(seeded.store)
 
 
-def counters(requests: int, tin: int, tout: int, coins: int) -> dict[str, int]:
+def counters(requests: int, tin: int, tout: int, coins: int) -> dict[str, int | str]:
     return {
         "requests": requests,
         "input_tokens": tin,
         "output_tokens": tout,
         "tokens": tin + tout,
         "coins_micro": coins,
+        "coins": format_coins(coins),
     }
 
 

@@ -124,7 +124,7 @@ def test_calls_carry_notebook_cell_conversation_and_source(
     quickstart: Execution, fresh_server: JupyterServer
 ) -> None:
     rows = _requests(fresh_server)
-    path = str(fresh_server.root_dir / "examples" / "quickstart.ipynb")
+    path = "examples/quickstart.ipynb"  # relative to the server's root, as Jupyter shows it
     assert {r["notebook"] for r in rows} == {path}
     by_cell = {r["cell"]: r for r in rows}
     assert by_cell["chat-first"]["source"] == "chat"
