@@ -27,9 +27,11 @@ from ..core.catalog import EndpointSpec, ModelSpec
 from ..core.errors import (
     AuthenticationFailed,
     BadRequest,
+    BudgetExhausted,
     LumenError,
     NotFound,
     PayloadTooLarge,
+    PermissionDenied,
     RateLimited,
     UpstreamFailed,
     UpstreamUnavailable,
@@ -307,15 +309,19 @@ class ModelCallHandler(GatewayHandler):
         input_tokens = self.input_tokens(body)
         max_output = self.max_output(body) if self.endpoint_kind != "embeddings" else None
         self.check_rate_limit(principal)
-        admission = await self.run(
-            self.service.open_call,
-            self.identity,
-            self.call_context(principal),
-            body["model"],
-            endpoint=self.endpoint_kind,
-            input_tokens=input_tokens,
-            max_output_tokens=max_output,
-        )
+        try:
+            admission = await self.run(
+                self.service.open_call,
+                self.identity,
+                self.call_context(principal),
+                body["model"],
+                endpoint=self.endpoint_kind,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output,
+            )
+        except (BudgetExhausted, PermissionDenied) as refused:
+            self.publish_refusal(refused, body["model"], principal)
+            raise
         self.gateway.upstreams.record_request(admission.model.name)
         settled = False
         try:
@@ -326,6 +332,21 @@ class ModelCallHandler(GatewayHandler):
         finally:
             if not settled:
                 await self.run(self.service.release, admission, status="error", http_status=None)
+            self.settings["lumen_events"].publish("usage", {"model": admission.model.name})
+
+    def publish_refusal(self, error: LumenError, model: str, principal: Principal) -> None:
+        """Tell open front ends, so JupyterLab can point at the fix (consent, refill)."""
+        self.settings["lumen_events"].publish(
+            "refused",
+            {
+                "code": error.code,
+                "status": error.status,
+                "model": model,
+                "message": error.message,
+                "source": principal.source,
+                **{k: v for k, v in error.details.items() if k == "next_refill_at"},
+            },
+        )
 
     async def open_upstream(
         self, model: ModelSpec, payload: dict[str, Any], stream: bool

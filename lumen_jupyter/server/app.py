@@ -29,6 +29,7 @@ from ..core.keys import load_or_create_secret
 from ..core.service import LumenService
 from ..store import Store, sqlite_url
 from .auth import KERNEL_TOKEN_PREFIX
+from .events import EventHub
 from .handlers import api_routes
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
@@ -170,6 +171,7 @@ class LumenJupyter(ExtensionApp):
                 "lumen_executor": self.executor,
                 "lumen_identity": self.identity,
                 "lumen_kernel_token": self.kernel_token,
+                "lumen_events": EventHub(),
                 "lumen_app": self,
             }
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..core.errors import BadRequest
 from .auth import LumenHandler, lumen_endpoint
+from .events import EventsHandler
 from .openapi import openapi_document
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -118,5 +119,6 @@ def api_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
         (rf"{prefix}/models/([^/]+)/consent", ConsentHandler),
         (rf"{prefix}/models/([^/]+)", ModelHandler),
         (f"{prefix}/usage", UsageHandler),
+        (f"{prefix}/events", EventsHandler),
         (f"{prefix}/openapi.json", OpenAPIHandler),
     ]

@@ -291,6 +291,19 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}), **_errors(400, 403)},
                 }
             },
+            "/events": {
+                "get": {
+                    "summary": "Server-sent events: 'pool' (the pool state, whenever it changes) "
+                    "and 'refused' (a model call refused for consent or coins)",
+                    "responses": {
+                        "200": {
+                            "description": "An event stream",
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(403),
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
             },
