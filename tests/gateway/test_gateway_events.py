@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import openai
+import pytest
 
 
 async def _events(response: httpx.Response) -> Any:
@@ -44,12 +45,10 @@ async def test_spending_and_refusals_are_pushed(
         assert kind == "pool" and moved["balance"]["micro"] < first["balance"]["micro"]
         assert time.monotonic() - started < 2
 
-        try:
+        with pytest.raises(openai.PermissionDeniedError):
             await client.chat.completions.create(
                 model="demo-restricted", messages=[{"role": "user", "content": "hi"}]
             )
-        except openai.PermissionDeniedError:
-            pass
         kind, refused = await asyncio.wait_for(stream.__anext__(), 2)
         assert kind == "refused"
         assert refused["code"] == "consent_required" and refused["model"] == "demo-restricted"
