@@ -36,6 +36,10 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "lumen_jupyter", "app": LumenJupyter}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "lumen-jupyter"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext lumen_jupyter``: the ``%lumen`` and ``%%lumen`` magics."""
     from .kernel.magics import load_ipython_extension as load

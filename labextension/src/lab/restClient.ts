@@ -1,0 +1,80 @@
+/**
+ * The profile REST API (`<base_url>lumen/api/`) through Jupyter's
+ * ServerConnection, which adds the base URL, the token and the XSRF header.
+ */
+
+import { URLExt } from '@jupyterlab/coreutils';
+import { ServerConnection } from '@jupyterlab/services';
+import type { ApiKey, CreatedKey, ModelInfo, Period, Profile, UsageHistory } from '../views/types';
+
+export class LumenRestClient {
+  constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const url = URLExt.join(this.settings.baseUrl, 'lumen', 'api', path);
+    const init: RequestInit = { method, cache: 'no-store' };
+    if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers = { 'Content-Type': 'application/json' };
+    }
+    let response: Response;
+    try {
+      response = await ServerConnection.makeRequest(url, init, this.settings);
+    } catch (err) {
+      throw new Error(`The Jupyter server did not answer (${(err as Error).message})`);
+    }
+    const text = await response.text();
+    let data: any = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = null;
+    }
+    if (!response.ok) {
+      const message = data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
+      if (response.status === 404 && !data?.error) {
+        throw new Error('The lumen-jupyter server extension is not enabled on this server');
+      }
+      throw new Error(message);
+    }
+    return data as T;
+  }
+
+  profile(): Promise<Profile> {
+    return this.call('GET', 'profile');
+  }
+
+  async keys(includeRevoked = false): Promise<ApiKey[]> {
+    const data = await this.call<{ keys: ApiKey[] }>('GET', `keys?include_revoked=${includeRevoked}`);
+    return data.keys;
+  }
+
+  createKey(name?: string): Promise<CreatedKey> {
+    return this.call('POST', 'keys', name === undefined ? {} : { name });
+  }
+
+  saveKey(id: number, name: string): Promise<ApiKey> {
+    return this.call('PATCH', `keys/${id}`, { name });
+  }
+
+  revokeKey(id: number): Promise<{ id: number; result: string }> {
+    return this.call('DELETE', `keys/${id}`);
+  }
+
+  async models(): Promise<ModelInfo[]> {
+    const data = await this.call<{ models: ModelInfo[] }>('GET', 'models');
+    return data.models;
+  }
+
+  consent(name: string, noticeDigest: string | null): Promise<ModelInfo> {
+    return this.call(
+      'POST',
+      `models/${encodeURIComponent(name)}/consent`,
+      noticeDigest ? { notice_digest: noticeDigest } : {}
+    );
+  }
+
+  usage(period: Period, groupBy = 'model'): Promise<UsageHistory> {
+    return this.call('GET', `usage?period=${period}&group_by=${groupBy}`);
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * The API Keys section: "+ New API Key", "Show deleted keys", and the table
+ * (Name, Hint, Requests, Tokens, Coins, Last Used, Actions). Revoked keys are
+ * struck through and shown only when asked; Revoke asks for confirmation.
+ */
+
+import type { ViewContext } from './context';
+import { confirmDialog, messageOf } from './dialog';
+import { h, uid } from './dom';
+import { absoluteTime, formatCoins, formatCount } from './format';
+import { openNewKeyDialog } from './newKeyDialog';
+import { SortableTable, type TableColumn } from './table';
+import type { ApiKey, ProfileState } from './types';
+import { timeCell } from './webChatRow';
+
+export class KeysSection {
+  readonly el: HTMLElement;
+  private readonly table: SortableTable<ApiKey>;
+  private readonly showDeleted: HTMLInputElement;
+  private readonly newButton: HTMLButtonElement;
+  private readonly message: HTMLElement;
+  private keys: ApiKey[] = [];
+
+  constructor(private readonly ctx: ViewContext) {
+    const columns: TableColumn<ApiKey>[] = [
+      {
+        id: 'name',
+        width: '22%',
+        label: 'Name',
+        kind: 'text',
+        value: k => k.name,
+        cell: k =>
+          h(
+            'span',
+            { class: 'lumen-key-name-cell' },
+            k.name || '(unnamed)',
+            k.status === 'revoked' ? h('span', { class: 'lumen-sr-only', text: ' (revoked)' }) : null
+          )
+      },
+      {
+        id: 'hint',
+        width: '13%',
+        label: 'Hint',
+        kind: 'text',
+        value: k => k.hint,
+        cell: k => h('code', { class: 'lumen-hint', text: k.hint })
+      },
+      {
+        id: 'requests',
+        width: '11%',
+        label: 'Requests',
+        kind: 'number',
+        numeric: true,
+        value: k => k.requests,
+        cell: k => formatCount(k.requests)
+      },
+      {
+        id: 'tokens',
+        width: '12%',
+        label: 'Tokens',
+        kind: 'number',
+        numeric: true,
+        value: k => k.tokens,
+        cell: k => formatCount(k.tokens)
+      },
+      {
+        id: 'coins',
+        width: '12%',
+        label: 'Coins',
+        kind: 'number',
+        numeric: true,
+        value: k => k.coins_micro,
+        cell: k => formatCoins(k.coins_micro ?? 0)
+      },
+      {
+        id: 'last_used',
+        width: '15%',
+        label: 'Last Used',
+        kind: 'date',
+        value: k => k.last_used_at,
+        cell: k => timeCell(k.last_used_at, this.ctx.now())
+      },
+      {
+        id: 'actions',
+        width: '15%',
+        label: 'Actions',
+        kind: 'text',
+        sortable: false,
+        value: () => null,
+        cell: k => this.actionsCell(k)
+      }
+    ];
+    this.table = new SortableTable<ApiKey>({
+      columns,
+      sort: { column: 'name', direction: 'ascending' },
+      tieBreak: k => `${k.name}\u0000${String(k.id).padStart(12, '0')}`,
+      rowKey: k => String(k.id),
+      caption: 'Your API keys',
+      empty: 'No API keys yet. Create one with “+ New API Key”.',
+      className: 'lumen-keys-table',
+      rowAttrs: k => ({
+        class: k.status === 'revoked' ? 'lumen-revoked' : undefined,
+        data: { keyId: String(k.id), status: k.status }
+      })
+    });
+    const toggleId = uid('show-deleted');
+    this.showDeleted = h('input', {
+      attrs: { type: 'checkbox', id: toggleId },
+      on: { change: () => this.renderRows() }
+    });
+    this.newButton = h('button', {
+      class: 'lumen-button lumen-button-primary lumen-new-key',
+      text: '+ New API Key',
+      attrs: { type: 'button', 'aria-haspopup': 'dialog' },
+      on: { click: () => void this.createKey() }
+    });
+    this.message = h('p', { class: 'lumen-inline-error', attrs: { role: 'alert', hidden: true } });
+    this.el = h(
+      'section',
+      { class: 'lumen-section lumen-keys', attrs: { 'aria-label': 'API Keys' } },
+      h(
+        'div',
+        { class: 'lumen-section-head' },
+        h('h3', { class: 'lumen-section-title', text: 'API Keys' }),
+        h(
+          'div',
+          { class: 'lumen-section-tools' },
+          h('label', { class: 'lumen-check', attrs: { for: toggleId } }, this.showDeleted, 'Show deleted keys'),
+          this.newButton
+        )
+      ),
+      h(
+        'p',
+        { class: 'lumen-section-help' },
+        'Keys let your own code and tools call models through this gateway. A key is shown once, when you create it.'
+      ),
+      this.message,
+      this.table.el
+    );
+  }
+
+  update(state: ProfileState): void {
+    this.keys = state.keys;
+    this.renderRows();
+  }
+
+  private renderRows(): void {
+    const rows = this.showDeleted.checked ? this.keys : this.keys.filter(k => k.status !== 'revoked');
+    const revoked = this.keys.length - this.keys.filter(k => k.status !== 'revoked').length;
+    const empty =
+      this.keys.length && !this.showDeleted.checked
+        ? `No active API keys (${revoked} deleted: tick “Show deleted keys”).`
+        : 'No API keys yet. Create one with “+ New API Key”.';
+    this.table.setRows(rows, empty);
+  }
+
+  private actionsCell(key: ApiKey): HTMLElement {
+    if (key.status === 'revoked') {
+      return h('span', {
+        class: 'lumen-muted',
+        text: 'Revoked',
+        title: key.revoked_at ? `Revoked ${absoluteTime(key.revoked_at)}` : undefined
+      });
+    }
+    return h('button', {
+      class: 'lumen-button lumen-button-small lumen-button-danger-outline',
+      text: 'Revoke',
+      attrs: {
+        type: 'button',
+        'aria-haspopup': 'dialog',
+        'aria-label': `Revoke key ${key.name || key.hint}`
+      },
+      on: { click: () => this.confirmRevoke(key) }
+    });
+  }
+
+  private confirmRevoke(key: ApiKey): void {
+    confirmDialog(this.ctx.dialogHost, {
+      title: 'Revoke API key?',
+      message: [
+        h(
+          'p',
+          {},
+          'Revoke ',
+          h('strong', { text: key.name || key.hint }),
+          ' (',
+          h('code', { text: key.hint }),
+          ')? Code using it will get authentication errors at once. Its usage history is kept and shown with “Show deleted keys”.'
+        )
+      ],
+      confirmLabel: 'Revoke',
+      danger: true,
+      onConfirm: () => this.ctx.actions.revokeKey(key.id)
+    });
+  }
+
+  private async createKey(): Promise<void> {
+    this.setMessage(null);
+    this.newButton.disabled = true;
+    this.newButton.setAttribute('aria-busy', 'true');
+    try {
+      const created = await this.ctx.actions.createKey();
+      openNewKeyDialog(this.ctx, created);
+    } catch (err) {
+      this.setMessage(`Could not create a key: ${messageOf(err)}`);
+    } finally {
+      this.newButton.disabled = false;
+      this.newButton.removeAttribute('aria-busy');
+    }
+  }
+
+  private setMessage(text: string | null): void {
+    this.message.textContent = text ?? '';
+    this.message.hidden = !text;
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * The data the profile views render and the intents they emit.
+ *
+ * The shapes mirror the profile REST API (`<base_url>lumen/api/`, see
+ * lumen_jupyter/server/openapi.py). Both hosts fill a `ProfileState` from it: the
+ * anywidget entry from the widget model's traits, the Lab panel from REST.
+ */
+
+/** An exact amount: integer micro-coins and the server's decimal text. */
+export interface Coins {
+  micro: number;
+  text: string;
+}
+
+export interface UserInfo {
+  username: string;
+  display_name: string;
+  email: string | null;
+  initials: string;
+  avatar_url: string | null;
+}
+
+export interface Tiles {
+  groups: string[];
+  coins_used: Coins;
+  tokens_used: number;
+  favorite_model: string | null;
+}
+
+export type PoolStateName = 'none' | 'unlimited' | 'limited' | 'blocked';
+
+export interface PoolInfo {
+  state: PoolStateName;
+  source: string | null;
+  balance?: Coins;
+  max?: Coins;
+  refresh_per_hour?: Coins;
+  exhausted?: boolean;
+  last_refill_at?: string | null;
+  next_refill_at?: string | null;
+}
+
+/** Usage counters as the API sends them (coins as micro-coins plus text). */
+export interface Counters {
+  requests: number;
+  input_tokens?: number;
+  output_tokens?: number;
+  tokens: number;
+  coins_micro: number;
+  coins?: string;
+  last_used_at: string | null;
+}
+
+export interface WebChat extends Counters {
+  conversations: number;
+}
+
+export interface Profile {
+  user: UserInfo;
+  tiles: Tiles;
+  pool: PoolInfo;
+  web_chat: WebChat;
+  server_time: string;
+}
+
+export type KeyStatus = 'draft' | 'active' | 'revoked';
+
+export interface ApiKey {
+  id: number;
+  name: string;
+  hint: string;
+  status: KeyStatus;
+  created_at: string | null;
+  revoked_at: string | null;
+  last_used_at: string | null;
+  requests: number;
+  input_tokens?: number;
+  output_tokens?: number;
+  tokens: number;
+  coins_micro: number;
+  coins?: string;
+}
+
+/** What creating a key returns: the key's row and, once, the raw key. */
+export interface CreatedKey {
+  id: number;
+  hint: string;
+  name: string;
+  status: KeyStatus;
+  key: string;
+}
+
+export type Access = 'allowed' | 'blocked' | 'needs_ack' | 'consented';
+export type ModelStatus = 'ok' | 'degraded' | 'down' | 'disabled';
+
+export interface ModelInfo {
+  name: string;
+  description: string | null;
+  active: boolean;
+  access: Access;
+  status: ModelStatus;
+  instances?: { configured: number; healthy: number };
+  needs_consent: boolean;
+  notice: string | null;
+  notice_digest: string | null;
+  input_cost_per_million: Coins;
+  output_cost_per_million: Coins;
+  max_model_len?: number | null;
+  max_output_tokens?: number | null;
+  supports_function_calling?: boolean | null;
+  supports_reasoning?: boolean | null;
+  knowledge_cutoff?: string | null;
+  input_modalities?: string[] | null;
+  output_modalities?: string[] | null;
+  usage: Counters;
+}
+
+export type Period = 'week' | 'month' | 'year' | 'all';
+export const PERIODS: Period[] = ['week', 'month', 'year', 'all'];
+
+export interface UsageValues {
+  requests: number;
+  input_tokens?: number;
+  output_tokens?: number;
+  tokens: number;
+  coins_micro: number;
+}
+
+export interface UsageBucket {
+  start: string;
+  values: Record<string, UsageValues>;
+}
+
+export interface UsageHistory {
+  period: Period;
+  bucket: 'day' | 'week' | 'month';
+  group_by: string;
+  start?: string;
+  end?: string;
+  series: string[];
+  buckets: UsageBucket[];
+  totals: Record<string, UsageValues>;
+}
+
+/** Which part of the page a host shows. */
+export type Section = 'profile' | 'balance' | 'keys' | 'models' | 'spending';
+
+/** Everything the views render; hosts replace it as a whole on every change. */
+export interface ProfileState {
+  profile: Profile | null;
+  keys: ApiKey[];
+  models: ModelInfo[];
+  usage: UsageHistory | null;
+  period: Period;
+  loading: boolean;
+  error: string | null;
+}
+
+export function emptyState(): ProfileState {
+  return {
+    profile: null,
+    keys: [],
+    models: [],
+    usage: null,
+    period: 'month',
+    loading: false,
+    error: null
+  };
+}
+
+/**
+ * Intents the views emit. A host carries them out (kernel custom messages or
+ * REST calls) and answers with a new state; a rejected promise carries a message
+ * for the person, shown where the intent came from (a dialog, or the banner).
+ */
+export interface ProfileActions {
+  refresh(): Promise<void>;
+  /** Create a draft key; the result holds the raw key, shown once. */
+  createKey(): Promise<CreatedKey>;
+  /** Name a key (a draft becomes active). */
+  saveKey(id: number, name: string): Promise<void>;
+  /** Throw a draft away: nothing is stored. */
+  discardKey(id: number): Promise<void>;
+  revokeKey(id: number): Promise<void>;
+  consent(name: string, noticeDigest: string | null): Promise<void>;
+  setPeriod(period: Period): Promise<void>;
+}

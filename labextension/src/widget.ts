@@ -1,0 +1,194 @@
+/**
+ * The anywidget entry: renders the shared profile views from the widget model's
+ * traits and turns the views' intents into custom messages to the kernel.
+ *
+ * Every intent carries a request id; the kernel answers with a one-off
+ * `reply` message. A new key arrives only that way, as a binary buffer of the
+ * reply: it is never a trait, so it is never in the widget state that a saved
+ * notebook keeps.
+ */
+
+import { ProfileView } from './views/profileView';
+import {
+  PERIODS,
+  type CreatedKey,
+  type Period,
+  type ProfileActions,
+  type ProfileState,
+  type Section
+} from './views/types';
+
+/** The part of anywidget's model interface this entry uses. */
+interface WidgetModel {
+  get(name: string): any;
+  on(event: string, callback: (...args: any[]) => void): void;
+  off(event?: string | null, callback?: ((...args: any[]) => void) | null): void;
+  send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
+}
+
+interface Reply {
+  type: 'reply';
+  request_id: string;
+  ok: boolean;
+  error?: string | null;
+  data?: any;
+}
+
+const SECTIONS: Section[] = ['profile', 'balance', 'keys', 'models', 'spending'];
+const TIMEOUT_MS = 120_000;
+
+export function stateFromModel(model: WidgetModel): ProfileState {
+  const period = model.get('period');
+  return {
+    profile: model.get('profile') || null,
+    keys: model.get('api_keys') || [],
+    models: model.get('models') || [],
+    usage: model.get('usage') || null,
+    period: PERIODS.includes(period) ? period : 'month',
+    loading: Boolean(model.get('loading')),
+    error: model.get('error') || null
+  };
+}
+
+function decode(buffer: ArrayBuffer | ArrayBufferView | undefined): string {
+  if (!buffer) {
+    return '';
+  }
+  return new TextDecoder().decode(buffer);
+}
+
+let viewCounter = 0;
+
+/** Intents as custom messages; replies matched by request id. */
+export class KernelActions implements ProfileActions {
+  private readonly prefix: string;
+  private counter = 0;
+  private readonly pending = new Map<
+    string,
+    { resolve: (reply: { data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }) => void; reject: (e: Error) => void; timer: number }
+  >();
+
+  constructor(private readonly model: WidgetModel) {
+    viewCounter += 1;
+    this.prefix = `v${viewCounter}-${Math.random().toString(36).slice(2, 8)}`;
+  }
+
+  /** Handle a custom message from the kernel; other views' replies are ignored. */
+  handle(content: any, buffers: (ArrayBuffer | ArrayBufferView)[] = []): void {
+    if (!content || content.type !== 'reply') {
+      return;
+    }
+    const reply = content as Reply;
+    const waiting = this.pending.get(reply.request_id);
+    if (!waiting) {
+      return;
+    }
+    this.pending.delete(reply.request_id);
+    window.clearTimeout(waiting.timer);
+    if (reply.ok) {
+      waiting.resolve({ data: reply.data, buffers });
+    } else {
+      waiting.reject(new Error(reply.error || 'The kernel could not do that'));
+    }
+  }
+
+  dispose(): void {
+    for (const [, waiting] of this.pending) {
+      window.clearTimeout(waiting.timer);
+      waiting.reject(new Error('The view was closed'));
+    }
+    this.pending.clear();
+  }
+
+  private request(method: string, args: Record<string, unknown> = {}) {
+    this.counter += 1;
+    const requestId = `${this.prefix}-${this.counter}`;
+    return new Promise<{ data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }>((resolve, reject) => {
+      const timer = window.setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new Error('No answer from the kernel: is it running?'));
+      }, TIMEOUT_MS);
+      this.pending.set(requestId, { resolve, reject, timer });
+      try {
+        this.model.send({ type: 'intent', method, args, request_id: requestId });
+      } catch (err) {
+        window.clearTimeout(timer);
+        this.pending.delete(requestId);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  }
+
+  async refresh(): Promise<void> {
+    await this.request('refresh');
+  }
+
+  async createKey(): Promise<CreatedKey> {
+    const { data, buffers } = await this.request('create_key');
+    const key = decode(buffers[0]);
+    if (!key) {
+      throw new Error('The kernel did not send the new key');
+    }
+    return { id: data.id, hint: data.hint, name: data.name ?? '', status: data.status, key };
+  }
+
+  async saveKey(id: number, name: string): Promise<void> {
+    await this.request('save_key', { id, name });
+  }
+
+  async discardKey(id: number): Promise<void> {
+    await this.request('discard_key', { id });
+  }
+
+  async revokeKey(id: number): Promise<void> {
+    await this.request('revoke_key', { id });
+  }
+
+  async consent(name: string, noticeDigest: string | null): Promise<void> {
+    await this.request('consent', { name, notice_digest: noticeDigest });
+  }
+
+  async setPeriod(period: Period): Promise<void> {
+    await this.request('set_period', { period });
+  }
+}
+
+const TRAITS = ['profile', 'api_keys', 'models', 'usage', 'period', 'loading', 'error'];
+
+function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
+  const requested = model.get('section');
+  const section: Section = SECTIONS.includes(requested) ? requested : 'profile';
+  const actions = new KernelActions(model);
+  const view = new ProfileView(actions, { section });
+  // One kernel message may change several traits: render once for all of them.
+  let scheduled = false;
+  const onChange = () => {
+    if (scheduled) {
+      return;
+    }
+    scheduled = true;
+    queueMicrotask(() => {
+      scheduled = false;
+      view.update(stateFromModel(model));
+    });
+  };
+  const onMessage = (content: unknown, buffers?: (ArrayBuffer | ArrayBufferView)[]) =>
+    actions.handle(content, buffers ?? []);
+  for (const name of TRAITS) {
+    model.on(`change:${name}`, onChange);
+  }
+  model.on('msg:custom', onMessage);
+  el.classList.add('lumen-widget');
+  el.appendChild(view.el);
+  onChange();
+  return () => {
+    for (const name of TRAITS) {
+      model.off(`change:${name}`, onChange);
+    }
+    model.off('msg:custom', onMessage);
+    actions.dispose();
+    view.dispose();
+  };
+}
+
+export default { render };

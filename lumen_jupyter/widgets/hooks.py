@@ -1,0 +1,45 @@
+"""Live profile widgets and the hook that refreshes them after a model call.
+
+Kept free of anywidget and ipywidgets imports so the kernel client can call
+:func:`notify_call` after every model call at no cost when no widget is shown.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from typing import Protocol
+
+
+class Refreshable(Protocol):
+    def refresh_soon(self) -> None: ...
+
+
+_live: weakref.WeakSet[Refreshable] = weakref.WeakSet()
+_lock = threading.Lock()
+
+
+def register(widget: Refreshable) -> None:
+    with _lock:
+        _live.add(widget)
+
+
+def unregister(widget: Refreshable) -> None:
+    with _lock:
+        _live.discard(widget)
+
+
+def live_widgets() -> list[Refreshable]:
+    with _lock:
+        return list(_live)
+
+
+def notify_call(model: str | None = None) -> None:
+    """Tell every live profile widget in this kernel that a model call was made.
+
+    Each refreshes shortly after, off the caller's thread (calls made in a burst
+    cause one refresh). ``model`` is informational.
+    """
+    del model
+    for widget in live_widgets():
+        widget.refresh_soon()

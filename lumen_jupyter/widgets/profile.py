@@ -1,0 +1,346 @@
+"""The profile widgets: anywidget views of a :class:`~.source.ProfileSource`.
+
+``Profile`` is the whole page; ``BalanceCard``, ``KeysTable``, ``ModelTable`` and
+``SpendingChart`` are its parts, usable on their own. All of them render with the
+same front-end bundle (``labextension/src/widget.ts`` over the shared views).
+
+Data flows one way: the source's JSON goes into synced traits (``profile``,
+``api_keys``, ``models``, ``usage``, ``loading``, ``error``); the front end sends
+intents as custom messages (``{"type": "intent", "method": ..., "args": ...,
+"request_id": ...}``) and gets a one-off ``reply`` message for each.
+
+The secret rule: a new key's raw value is never put in a trait (widget state is
+saved into notebooks). It goes to the front end only inside the reply to
+``create_key``, as a binary buffer of that custom message, and is not kept here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import anywidget
+import traitlets as t
+
+from . import hooks
+from ._assets import Asset
+from .source import ProfileSource, default_source
+
+PERIODS = ("week", "month", "year", "all")
+PARTS = ("profile", "keys", "models", "usage")
+SECRET_FIELDS = frozenset({"key", "raw_key", "secret"})
+NOTIFY_DELAY = 0.5
+"""Seconds a refresh waits after :func:`hooks.notify_call`, so a burst of calls refreshes once."""
+
+
+def _without_secrets(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Key rows as they may be synced: any raw-key field dropped, whatever the source sent."""
+    return [{k: v for k, v in row.items() if k not in SECRET_FIELDS} for row in rows]
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text or type(exc).__name__
+
+
+class _Poller:
+    """Refreshes a widget every ``interval`` seconds and soon after ``wake()``.
+
+    Holds the widget weakly, so a forgotten widget is not kept alive by its thread.
+    """
+
+    def __init__(self, widget: _ProfileWidget, interval: float) -> None:
+        self._widget = weakref.ref(widget)
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lumen-widget-refresh", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            timeout = self.interval if self.interval > 0 else None
+            woken = self._wake.wait(timeout)
+            if self._stop.is_set():
+                return
+            if woken:
+                # Coalesce a burst of notifications into one refresh.
+                self._stop.wait(NOTIFY_DELAY)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+            widget = self._widget()
+            if widget is None:
+                return
+            with contextlib.suppress(Exception):
+                widget.refresh()
+            del widget
+
+
+class _ProfileWidget(anywidget.AnyWidget):
+    """Shared machinery: traits, loading, intents, periodic refresh."""
+
+    _esm = Asset("profile.js")
+    _css = Asset("profile.css")
+
+    section = t.Unicode("profile").tag(sync=True)
+    profile = t.Dict(allow_none=True, default_value=None).tag(sync=True)
+    api_keys = t.List(t.Dict()).tag(sync=True)
+    models = t.List(t.Dict()).tag(sync=True)
+    usage = t.Dict(allow_none=True, default_value=None).tag(sync=True)
+    period = t.Enum(PERIODS, default_value="month").tag(sync=True)
+    loading = t.Bool(False).tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+
+    #: Which parts of the source this view shows.
+    parts: ClassVar[tuple[str, ...]] = PARTS
+    _section: ClassVar[str] = "profile"
+
+    def __init__(
+        self,
+        source: ProfileSource | None = None,
+        *,
+        refresh_interval: float = 60.0,
+        period: str = "month",
+        group_by: str = "model",
+        autoload: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(section=self._section, period=period, **kwargs)
+        self.source: ProfileSource = source if source is not None else default_source()
+        self.group_by = group_by
+        self._lock = threading.RLock()
+        self._closed = False
+        self.on_msg(self._on_custom_msg)
+        hooks.register(self)
+        self._poller = _Poller(self, refresh_interval)
+        if autoload:
+            self.refresh()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} of {type(self.source).__name__}>"
+
+    # -- loading -----------------------------------------------------------------------
+
+    @property
+    def refresh_interval(self) -> float:
+        return self._poller.interval
+
+    @refresh_interval.setter
+    def refresh_interval(self, seconds: float) -> None:
+        self._poller.interval = seconds
+        self._poller.wake()
+
+    def refresh(self) -> bool:
+        """Load everything this view shows. Returns False (and sets ``error``) on failure."""
+        return self._load(self.parts)
+
+    def refresh_soon(self) -> None:
+        """Refresh off the caller's thread, shortly (what :func:`notify_call` does)."""
+        if not self._closed:
+            self._poller.wake()
+
+    def set_period(self, period: str) -> None:
+        """Show the spending history of ``period`` (week, month, year, all)."""
+        if period not in PERIODS:
+            raise ValueError(f"period must be one of {', '.join(PERIODS)}")
+        with self._lock:
+            usage = self.source.usage(period=period, group_by=self.group_by)
+            with self.hold_sync():
+                self.period = period
+                self.usage = usage
+
+    def _fetch(self, part: str) -> Any:
+        if part == "profile":
+            return self.source.profile()
+        if part == "keys":
+            return _without_secrets(self.source.keys(include_revoked=True))
+        if part == "models":
+            return self.source.models()
+        if part == "usage":
+            return self.source.usage(period=self.period, group_by=self.group_by)
+        raise ValueError(part)
+
+    def _load(self, parts: Iterable[str]) -> bool:
+        wanted = [p for p in parts if p in self.parts]
+        if not wanted or self._closed:
+            return True
+        with self._lock:
+            self.loading = True
+            fetched: dict[str, Any] = {}
+            failure: BaseException | None = None
+            for part in wanted:
+                try:
+                    fetched[part] = self._fetch(part)
+                except Exception as exc:
+                    failure = exc
+                    break
+            with self.hold_sync():
+                for part, value in fetched.items():
+                    setattr(self, "api_keys" if part == "keys" else part, value)
+                self.error = f"Could not load the profile: {_message(failure)}" if failure else ""
+                self.loading = False
+            return failure is None
+
+    # -- intents from the front end -------------------------------------------------------
+
+    def _on_custom_msg(self, _widget: Any, content: Any, buffers: list[Any]) -> None:
+        if not isinstance(content, dict) or content.get("type") != "intent":
+            return
+        request_id = str(content.get("request_id", ""))
+        method = str(content.get("method", ""))
+        args = content.get("args") or {}
+        handler = self._intents().get(method)
+        if handler is None or not isinstance(args, dict):
+            self._reply(request_id, ok=False, error=f"unknown request {method!r}")
+            return
+        try:
+            handler(request_id, args)
+        except Exception as exc:
+            self._reply(request_id, ok=False, error=_message(exc))
+
+    def _intents(self) -> dict[str, Callable[[str, dict[str, Any]], None]]:
+        return {
+            "refresh": self._intent_refresh,
+            "create_key": self._intent_create_key,
+            "save_key": self._intent_save_key,
+            "discard_key": self._intent_discard_key,
+            "revoke_key": self._intent_revoke_key,
+            "consent": self._intent_consent,
+            "set_period": self._intent_set_period,
+        }
+
+    def _reply(
+        self,
+        request_id: str,
+        *,
+        ok: bool = True,
+        error: str | None = None,
+        data: Any = None,
+        buffers: list[bytes] | None = None,
+    ) -> None:
+        message = {
+            "type": "reply",
+            "request_id": request_id,
+            "ok": ok,
+            "error": error,
+            "data": data,
+        }
+        self.send(message, buffers)
+
+    def _intent_refresh(self, request_id: str, _args: dict[str, Any]) -> None:
+        ok = self.refresh()
+        self._reply(request_id, ok=ok, error=self.error or None)
+
+    def _intent_create_key(self, request_id: str, args: dict[str, Any]) -> None:
+        name = args.get("name")
+        created = dict(self.source.create_key(name if isinstance(name, str) and name else None))
+        raw = created.pop("key", None)
+        if not isinstance(raw, str) or not raw:
+            raise RuntimeError("the source returned no key")
+        public = {f: created.get(f) for f in ("id", "name", "hint", "status")}
+        # The one place the raw key leaves the kernel: a buffer of this reply.
+        self._reply(request_id, data=public, buffers=[raw.encode("utf-8")])
+        del raw, created
+        if public.get("status") == "active":
+            self._load(("keys",))
+
+    def _intent_save_key(self, request_id: str, args: dict[str, Any]) -> None:
+        self.source.save_key(_key_id(args), str(args.get("name", "")))
+        self._load(("keys", "profile"))
+        self._reply(request_id)
+
+    def _intent_discard_key(self, request_id: str, args: dict[str, Any]) -> None:
+        self.source.revoke_key(_key_id(args))
+        self._reply(request_id)
+
+    def _intent_revoke_key(self, request_id: str, args: dict[str, Any]) -> None:
+        self.source.revoke_key(_key_id(args))
+        self._load(("keys",))
+        self._reply(request_id)
+
+    def _intent_consent(self, request_id: str, args: dict[str, Any]) -> None:
+        name = args.get("name")
+        if not isinstance(name, str) or not name:
+            raise ValueError("consent needs a model name")
+        digest = args.get("notice_digest")
+        updated = self.source.consent(name, digest if isinstance(digest, str) else None)
+        with self._lock:
+            rows = list(self.models)
+            for i, row in enumerate(rows):
+                if row.get("name") == name:
+                    rows[i] = updated
+            self.models = rows
+        self._reply(request_id, data={"name": name, "access": updated.get("access")})
+
+    def _intent_set_period(self, request_id: str, args: dict[str, Any]) -> None:
+        self.set_period(str(args.get("period", "")))
+        self._reply(request_id)
+
+    # -- lifetime -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._closed = True
+        poller = getattr(self, "_poller", None)
+        if poller is not None:
+            poller.stop()
+        hooks.unregister(self)
+        super().close()
+
+
+def _key_id(args: dict[str, Any]) -> int:
+    value = args.get("id")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("a key id is a whole number")
+    return value
+
+
+class Profile(_ProfileWidget):
+    """The whole profile page: card and tiles, Web Chat Usage, API keys, model access, spending.
+
+    ``Profile(source)`` where ``source`` is a kernel client (or any
+    :class:`~lumen_jupyter.widgets.ProfileSource`); refreshes every
+    ``refresh_interval`` seconds (0: only on demand) and after each model call
+    reported through :func:`~lumen_jupyter.widgets.notify_call`.
+    """
+
+    _section = "profile"
+    parts = PARTS
+
+
+class BalanceCard(_ProfileWidget):
+    """The profile card: avatar, name, email and the six tiles with the refill countdown."""
+
+    _section = "balance"
+    parts = ("profile",)
+
+
+class KeysTable(_ProfileWidget):
+    """The API Keys section: create (shown once), name, revoke; sortable; deleted keys on demand."""
+
+    _section = "keys"
+    parts = ("keys",)
+
+
+class ModelTable(_ProfileWidget):
+    """The Model Access section: search, Show disabled, detail, consent; sortable."""
+
+    _section = "models"
+    parts = ("models",)
+
+
+class SpendingChart(_ProfileWidget):
+    """Spending history by period, stacked by model."""
+
+    _section = "spending"
+    parts = ("usage",)
