@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 
-
 @pytest.fixture
 def lumen_config(tmp_path: Any) -> dict[str, Any]:
     """Extra ``LumenJupyter`` traits; tests override this fixture to change them."""

@@ -10,7 +10,6 @@ import pytest
 
 from lumen_jupyter.server.handlers import api_routes
 
-
 CONCRETE = {"([^/]+)": "1"}
 
 

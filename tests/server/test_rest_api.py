@@ -140,9 +140,9 @@ async def test_bad_input_is_a_clear_400(
 
 async def test_unknown_key_id_is_404(api: Any) -> None:
     status, err = await api("PATCH", "keys/999", {"name": "x"})
-    assert status == 404
+    assert status == 404 and err["error"]["code"] == "not_found"
     status, err = await api("DELETE", "keys/999")
-    assert status == 404
+    assert status == 404 and "999" in err["error"]["message"]
 
 
 async def test_openapi_matches_routes(api: Any) -> None:
