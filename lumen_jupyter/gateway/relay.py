@@ -62,13 +62,18 @@ async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     pending = b""
     async for chunk in chunks:
         pending += chunk
+        # Walk the buffer with an index and cut the remainder once per chunk: slicing
+        # the rest off after every line made a large chunk cost O(size²).
+        start = 0
         while True:
-            cut = pending.find(b"\n")
+            cut = pending.find(b"\n", start)
             if cut < 0:
                 break
-            line, pending = pending[:cut].rstrip(b"\r"), pending[cut + 1 :]
+            line = pending[start:cut].rstrip(b"\r")
+            start = cut + 1
             if line.startswith(b"data:"):
                 yield line[5:].strip()
+        pending = pending[start:]
     tail = pending.strip()
     if tail.startswith(b"data:"):
         yield tail[5:].strip()
