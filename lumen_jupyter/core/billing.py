@@ -13,16 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from ..store import Store
 from ..store.schema import requests_log
 from .catalog import ModelSpec, PoolSpec
 from .ledger import (
     add_to_balance,
-    ensure_balance,
+    prepare_balance,
     read_balance,
-    refill_if_due,
     take_from_balance,
     write_ledger,
 )
@@ -32,6 +31,82 @@ from .usage import Usage, record_usage
 
 DEFAULT_OUTPUT_CAP = 4096
 """Output tokens assumed when a caller sets no ``max_tokens`` and the model has no limit."""
+
+# The hot statements, built once (SQLAlchemy caches their compiled form); they run
+# with parameter dicts.
+_INSERT_REQUEST = requests_log.insert()
+_READ_FACTS = select(
+    requests_log.c.status,
+    requests_log.c.account_id,
+    requests_log.c.reserved_micro,
+    requests_log.c.metered,
+    requests_log.c.model,
+    requests_log.c.source,
+    requests_log.c.key_id,
+    requests_log.c.notebook,
+    requests_log.c.conversation,
+    requests_log.c.created_at,
+).where(requests_log.c.id == bindparam("p_id"))
+_PENDING = (requests_log.c.id == bindparam("p_id"), requests_log.c.status == "pending")
+_CLAIM_SETTLE = (
+    update(requests_log)
+    .where(*_PENDING)
+    .values(
+        status=bindparam("p_status"),
+        finished_at=bindparam("p_now"),
+        input_tokens=bindparam("p_input"),
+        output_tokens=bindparam("p_output"),
+        coins_micro=bindparam("p_coins"),
+        estimated=bindparam("p_estimated"),
+        http_status=bindparam("p_http"),
+        duration_ms=bindparam("p_duration"),
+    )
+)
+_CLAIM_RELEASE = (
+    update(requests_log)
+    .where(*_PENDING)
+    .values(
+        status=bindparam("p_status"),
+        finished_at=bindparam("p_now"),
+        http_status=bindparam("p_http"),
+        duration_ms=bindparam("p_duration"),
+    )
+)
+
+
+@dataclass(frozen=True)
+class RequestFacts:
+    """What settling or releasing a pending request needs to know of it: fixed when
+    it is admitted, so the admitter can hand them on instead of reading them back."""
+
+    request_id: int
+    account_id: int
+    reserved_micro: int
+    metered: bool
+    model: str
+    source: str
+    key_id: int | None
+    notebook: str | None
+    conversation: str | None
+    created_at: datetime
+
+
+def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
+    row = conn.execute(_READ_FACTS, {"p_id": request_id}).first()
+    if row is None or row.status != "pending":
+        return None
+    return RequestFacts(
+        request_id=request_id,
+        account_id=int(row.account_id),
+        reserved_micro=int(row.reserved_micro),
+        metered=bool(row.metered),
+        model=str(row.model),
+        source=str(row.source),
+        key_id=row.key_id,
+        notebook=row.notebook,
+        conversation=row.conversation,
+        created_at=row.created_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -97,8 +172,9 @@ def admit(
     worst_case_micro: int,
     strict: bool,
     now: datetime,
-) -> int | Refusal:
-    """Reserve and open a pending request; returns its id, or why it was refused."""
+) -> RequestFacts | Refusal:
+    """Reserve and open a pending request; returns its facts (``request_id`` and what
+    :func:`settle` and :func:`release` need), or why it was refused."""
     if pool is None:
         return Refusal("no_pool")
     if pool.blocked:
@@ -106,8 +182,7 @@ def admit(
     metered = not pool.unlimited
     reserved = 0
     if metered:
-        ensure_balance(store, conn, ctx.account_id, pool, now)
-        refill_if_due(conn, ctx.account_id, pool, now)
+        prepare_balance(store, conn, ctx.account_id, pool, now)
         reserved = worst_case_micro if strict else 0
         if not take_from_balance(conn, ctx.account_id, reserved, now, strict=strict):
             current = read_balance(conn, ctx.account_id)
@@ -118,31 +193,43 @@ def admit(
                 next_refill_at=next_refill_at(current.last_refill_at if current else None, pool),
             )
     result = conn.execute(
-        requests_log.insert().values(
-            account_id=ctx.account_id,
-            created_at=now,
-            model=model,
-            endpoint=endpoint,
-            key_id=ctx.key_id,
-            source=ctx.source,
-            notebook=ctx.notebook,
-            cell=ctx.cell,
-            conversation=ctx.conversation,
-            reserved_micro=reserved,
-            status="pending",
-            metered=metered,
-            estimated=False,
-            input_tokens=0,
-            output_tokens=0,
-            coins_micro=0,
-        )
+        _INSERT_REQUEST,
+        {
+            "account_id": ctx.account_id,
+            "created_at": now,
+            "model": model,
+            "endpoint": endpoint,
+            "key_id": ctx.key_id,
+            "source": ctx.source,
+            "notebook": ctx.notebook,
+            "cell": ctx.cell,
+            "conversation": ctx.conversation,
+            "reserved_micro": reserved,
+            "status": "pending",
+            "metered": metered,
+            "estimated": False,
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "coins_micro": 0,
+        },
     )
     primary = result.inserted_primary_key
     assert primary is not None
     request_id = int(primary[0])
     if reserved:
         write_ledger(conn, ctx.account_id, "reserve", -reserved, now, request_id=request_id)
-    return request_id
+    return RequestFacts(
+        request_id=request_id,
+        account_id=ctx.account_id,
+        reserved_micro=reserved,
+        metered=metered,
+        model=model,
+        source=ctx.source,
+        key_id=ctx.key_id,
+        notebook=ctx.notebook,
+        conversation=ctx.conversation,
+        created_at=now,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,44 +250,48 @@ def settle(
     estimated: bool,
     http_status: int | None,
     now: datetime,
+    facts: RequestFacts | None = None,
 ) -> Settled | None:
     """Charge the real cost of a pending call and count its usage.
 
     ``status`` is ``ok`` or ``aborted`` (a stream cut short, billed for what was
     delivered).  Returns ``None`` when the call was already settled or released.
+    ``facts``, as :func:`admit` returned them, spare reading the request back; the
+    claim is still one conditional UPDATE on its ``pending`` status.
     """
-    row = conn.execute(select(requests_log).where(requests_log.c.id == request_id)).first()
-    if row is None or row.status != "pending":
+    row = facts if facts is not None else _read_pending(conn, request_id)
+    if row is None:
         return None
     claimed = conn.execute(
-        update(requests_log)
-        .where(requests_log.c.id == request_id, requests_log.c.status == "pending")
-        .values(
-            status=status,
-            finished_at=now,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            coins_micro=usage.coins_micro,
-            estimated=estimated,
-            http_status=http_status,
-            duration_ms=_duration_ms(row.created_at, now),
-        )
+        _CLAIM_SETTLE,
+        {
+            "p_id": request_id,
+            "p_status": status,
+            "p_now": now,
+            "p_input": usage.input_tokens,
+            "p_output": usage.output_tokens,
+            "p_coins": usage.coins_micro,
+            "p_estimated": estimated,
+            "p_http": http_status,
+            "p_duration": _duration_ms(row.created_at, now),
+        },
     )
     if claimed.rowcount != 1:
         return None
     if row.metered:
-        refund = int(row.reserved_micro) - usage.coins_micro
-        add_to_balance(conn, int(row.account_id), refund, "settle", now, request_id=request_id)
+        refund = row.reserved_micro - usage.coins_micro
+        add_to_balance(conn, row.account_id, refund, "settle", now, request_id=request_id)
     record_usage(
         store,
         conn,
-        int(row.account_id),
-        model=str(row.model),
-        source=str(row.source),
+        row.account_id,
+        model=row.model,
+        source=row.source,
         key_id=row.key_id,
         notebook=row.notebook,
         usage=usage,
         now=now,
+        conversation=row.conversation,
     )
     return Settled(request_id, usage.coins_micro, usage.input_tokens, usage.output_tokens)
 
@@ -212,28 +303,31 @@ def release(
     status: str,
     http_status: int | None,
     now: datetime,
+    facts: RequestFacts | None = None,
 ) -> bool:
-    """Give back a pending call's reservation (the call failed, nothing delivered)."""
-    row = conn.execute(select(requests_log).where(requests_log.c.id == request_id)).first()
-    if row is None or row.status != "pending":
+    """Give back a pending call's reservation (the call failed, nothing delivered).
+
+    ``facts``, as :func:`admit` returned them, spare reading the request back."""
+    row = facts if facts is not None else _read_pending(conn, request_id)
+    if row is None:
         return False
     claimed = conn.execute(
-        update(requests_log)
-        .where(requests_log.c.id == request_id, requests_log.c.status == "pending")
-        .values(
-            status=status,
-            finished_at=now,
-            http_status=http_status,
-            duration_ms=_duration_ms(row.created_at, now),
-        )
+        _CLAIM_RELEASE,
+        {
+            "p_id": request_id,
+            "p_status": status,
+            "p_now": now,
+            "p_http": http_status,
+            "p_duration": _duration_ms(row.created_at, now),
+        },
     )
     if claimed.rowcount != 1:
         return False
     if row.metered and row.reserved_micro:
         add_to_balance(
             conn,
-            int(row.account_id),
-            int(row.reserved_micro),
+            row.account_id,
+            row.reserved_micro,
             "release",
             now,
             request_id=request_id,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from ..store import Store
 from ..store.schema import api_keys, consents, user_pools
@@ -28,6 +28,14 @@ from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
 from .usage import Counters, Summary, Usage, history, summarize
+
+_USER_POOL = select(
+    user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro
+).where(user_pools.c.account_id == bindparam("p_account"))
+_CONSENT_DIGEST = select(consents.c.notice_digest).where(
+    consents.c.account_id == bindparam("p_account"), consents.c.model == bindparam("p_model")
+)
+"""Statements of every gateway call, built once (SQLAlchemy caches their compiled form)."""
 
 StatusProvider = Callable[[ModelSpec], tuple[str, int, int]]
 """Returns (status, configured endpoints, healthy endpoints) for a model."""
@@ -73,6 +81,8 @@ class Admission:
     account_id: int
     model: ModelSpec
     reserved_micro: int
+    facts: billing.RequestFacts | None = None
+    """What :func:`billing.admit` recorded, so settling needs no read of the request."""
 
 
 class LumenService:
@@ -109,7 +119,7 @@ class LumenService:
         return found
 
     def _user_pool_override(self, conn: Connection, acct: int) -> PoolSpec | None:
-        row = conn.execute(select(user_pools).where(user_pools.c.account_id == acct)).first()
+        row = conn.execute(_USER_POOL, {"p_account": acct}).first()
         if row is None:
             return None
         return PoolSpec(
@@ -265,7 +275,7 @@ class LumenService:
         acct = self.account(who.username)
         access = self.access_map(who)
         with self.store.read() as conn:
-            summary = summarize(conn, acct)
+            summary = summarize(conn, acct, conversations=False)
         return [
             self.model_json(model, access[name], summary.by_model.get(name, Counters()))
             for name, model in sorted(self.catalog.models.items())
@@ -294,7 +304,7 @@ class LumenService:
             raise NotFound(f"no model named {name!r}", code="model_not_found")
         acct = self.account(who.username)
         with self.store.read() as conn:
-            summary = summarize(conn, acct)
+            summary = summarize(conn, acct, conversations=False)
         access = self.access_map(who)[name]
         return self.model_json(model, access, summary.by_model.get(name, Counters()))
 
@@ -374,9 +384,7 @@ class LumenService:
         if model is None:
             return None
         digest = conn.execute(
-            select(consents.c.notice_digest).where(
-                consents.c.account_id == acct, consents.c.model == name
-            )
+            _CONSENT_DIGEST, {"p_account": acct, "p_model": name}
         ).scalar_one_or_none()
         user = self.catalog.user(who.username)
         groups = self.catalog.groups_of(who.username, who.groups)
@@ -469,7 +477,7 @@ class LumenService:
             return outcome, resolved  # raised after the commit, so a due refill is kept
         metered = resolved is not None and not resolved.spec.unlimited
         reserved = worst if self.strict_billing and metered else 0
-        return Admission(outcome, ctx.account_id, model, reserved)
+        return Admission(outcome.request_id, ctx.account_id, model, reserved, outcome)
 
     def _admission_or_raise(
         self, outcome: Admission | tuple[billing.Refusal, ResolvedPool | None]
@@ -526,6 +534,7 @@ class LumenService:
                 estimated=estimated,
                 http_status=http_status,
                 now=self.clock.now(),
+                facts=admission.facts,
             )
 
     def release(self, admission: Admission, *, status: str, http_status: int | None) -> bool:
@@ -536,6 +545,7 @@ class LumenService:
                 status=status,
                 http_status=http_status,
                 now=self.clock.now(),
+                facts=admission.facts,
             )
 
     def reconcile(self, username: str, started_before: datetime) -> int:

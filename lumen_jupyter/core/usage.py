@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, select, update
 
 from ..store import Store
-from ..store.schema import api_keys, requests_log, usage_daily, usage_stats
+from ..store.schema import api_keys, chat_conversations, usage_daily, usage_stats
 from .errors import BadRequest
 from .money import format_coins
 
@@ -51,6 +51,7 @@ def record_usage(
     notebook: str | None,
     usage: Usage,
     now: datetime,
+    conversation: str | None = None,
 ) -> None:
     """Add one call to every counter, inside the caller's transaction."""
     counts = {
@@ -99,6 +100,12 @@ def record_usage(
                 coins_micro=api_keys.c.coins_micro + usage.coins_micro,
                 last_used_at=now,
             )
+        )
+    if source == CHAT_SOURCE and conversation:
+        store.insert_ignore(
+            conn,
+            chat_conversations,
+            {"account_id": account_id, "conversation": conversation, "started_at": now},
         )
 
 
@@ -151,7 +158,7 @@ class Summary:
         return min(used, key=lambda item: (-item[0], item[1]))[1]
 
 
-def summarize(conn: Connection, account_id: int) -> Summary:
+def summarize(conn: Connection, account_id: int, *, conversations: bool = True) -> Summary:
     summary = Summary()
     rows = conn.execute(select(usage_stats).where(usage_stats.c.account_id == account_id))
     for row in rows:
@@ -159,16 +166,12 @@ def summarize(conn: Connection, account_id: int) -> Summary:
         summary.by_model.setdefault(row.model, Counters()).add(row)
         if row.source == CHAT_SOURCE:
             summary.chat.add(row)
-    summary.chat_conversations = int(
-        conn.execute(
-            select(func.count(func.distinct(requests_log.c.conversation))).where(
-                requests_log.c.account_id == account_id,
-                requests_log.c.source == CHAT_SOURCE,
-                requests_log.c.conversation.is_not(None),
-                requests_log.c.status.in_(("ok", "aborted", "partial")),
-            )
-        ).scalar_one()
-    )
+    if conversations:
+        summary.chat_conversations = int(
+            conn.execute(
+                select(func.count()).where(chat_conversations.c.account_id == account_id)
+            ).scalar_one()
+        )
     return summary
 
 

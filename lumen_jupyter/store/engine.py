@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
@@ -25,12 +25,44 @@ Migration = Callable[[Connection], None]
 
 
 def _create_initial_tables(conn: Connection) -> None:
-    schema.metadata.create_all(conn, checkfirst=True)
+    first = [
+        schema.accounts,
+        schema.user_pools,
+        schema.balances,
+        schema.ledger,
+        schema.api_keys,
+        schema.consents,
+        schema.usage_stats,
+        schema.usage_daily,
+        schema.requests_log,
+    ]
+    schema.metadata.create_all(conn, tables=first, checkfirst=True)
+
+
+def _add_chat_conversations(conn: Connection) -> None:
+    """Count Web Chat conversations from a small table instead of the request log."""
+    schema.chat_conversations.create(conn, checkfirst=True)
+    log = schema.requests_log
+    conn.execute(
+        schema.chat_conversations.insert().from_select(
+            ["account_id", "conversation", "started_at"],
+            select(log.c.account_id, log.c.conversation, func.min(log.c.created_at))
+            .where(
+                log.c.source == "chat",
+                log.c.conversation.is_not(None),
+                log.c.status.in_(("ok", "aborted", "partial")),
+            )
+            .group_by(log.c.account_id, log.c.conversation),
+        )
+    )
 
 
 _MIGRATION_LOCK = 0x6C756D656E  # "lumen": the advisory lock key of migrations on PostgreSQL
 
-MIGRATIONS: Sequence[tuple[int, str, Migration]] = ((1, "initial tables", _create_initial_tables),)
+MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
+    (1, "initial tables", _create_initial_tables),
+    (2, "chat conversations", _add_chat_conversations),
+)
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 
 
@@ -71,6 +103,9 @@ class Store:
             )
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
+        # statements built once per Store (their compiled form is cached by SQLAlchemy)
+        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._ignores: dict[str, Any] = {}
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -124,22 +159,37 @@ class Store:
         increments: Sequence[str] = (),
         replace: Sequence[str] = (),
     ) -> None:
-        """Insert a row, or add ``increments`` to it and overwrite ``replace``."""
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(table).values(**values)
-        updates: dict[str, Any] = {c: table.c[c] + stmt.excluded[c] for c in increments}
-        updates.update({c: stmt.excluded[c] for c in replace})
-        conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=updates))
+        """Insert a row, or add ``increments`` to it and overwrite ``replace``.
+
+        The statement is built once per (table, keys, increments, replace) and run with
+        ``values`` as parameters, so SQLAlchemy compiles it once, not on every call.
+        """
+        cache_key = (table.name, tuple(keys), tuple(increments), tuple(replace))
+        stmt = self._upserts.get(cache_key)
+        if stmt is None:
+            base = self._insert(table)
+            updates: dict[str, Any] = {c: table.c[c] + base.excluded[c] for c in increments}
+            updates.update({c: base.excluded[c] for c in replace})
+            stmt = base.on_conflict_do_update(index_elements=list(keys), set_=updates)
+            self._upserts[cache_key] = stmt
+        conn.execute(stmt, dict(values))
 
     def insert_ignore(self, conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
         """Insert a row unless its primary key exists; ``True`` when inserted.
 
         Told by RETURNING, not ``rowcount``: an INSERT's rowcount is -1 on psycopg 3.
         """
-        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        stmt = insert(table).values(**values).on_conflict_do_nothing()
-        result = conn.execute(stmt.returning(*table.primary_key.columns))
-        return result.first() is not None
+        stmt = self._ignores.get(table.name)
+        if stmt is None:
+            stmt = (
+                self._insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+            )
+            self._ignores[table.name] = stmt
+        return conn.execute(stmt, dict(values)).first() is not None
+
+    def _insert(self, table: Table) -> Any:
+        """The dialect's INSERT (with ON CONFLICT support) of ``table``."""
+        return postgresql.insert(table) if self.dialect == "postgresql" else sqlite.insert(table)
 
     def dispose(self) -> None:
         self.engine.dispose()

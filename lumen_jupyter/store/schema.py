@@ -148,6 +148,14 @@ requests_log = Table(
     Index("ix_lumen_requests_status", "status"),
 )
 
+chat_conversations = Table(
+    "lumen_chat_conversations",
+    metadata,
+    Column("account_id", Integer, ForeignKey("lumen_accounts.id"), primary_key=True),
+    Column("conversation", String(64), primary_key=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+)
+
 meta = Table(
     "lumen_schema",
     metadata,

@@ -33,9 +33,9 @@ def test_migrate_creates_every_table_and_records_the_version(empty_store_url: st
             names = set(inspect(conn).get_table_names())
             assert {t.name for t in metadata.sorted_tables} <= names
             versions = [int(v) for (v,) in conn.execute(select(meta.c.version))]
-            applied = conn.execute(select(meta.c.applied_at)).scalar_one()
+            applied = conn.execute(select(meta.c.applied_at)).scalars().all()
         assert versions == [m[0] for m in MIGRATIONS]
-        assert applied.tzinfo is not None
+        assert applied and all(moment.tzinfo is not None for moment in applied)
     finally:
         db.dispose()
 
@@ -83,7 +83,8 @@ def test_servers_migrating_at_once(empty_store_url: str) -> None:
     try:
         assert outcomes == [LATEST] * len(stores)
         with stores[0].read() as conn:
-            assert conn.execute(select(meta.c.version)).scalars().all() == [LATEST]
+            versions = conn.execute(select(meta.c.version)).scalars().all()
+            assert versions == [m[0] for m in MIGRATIONS]
     finally:
         for db in stores:
             db.dispose()
@@ -221,3 +222,34 @@ def test_normalize_url(url: str, expected: str) -> None:
 def test_unsupported_database() -> None:
     with pytest.raises(ValueError, match="unsupported database"):
         Store("mysql://u@h/db")
+
+
+def test_conversations_migration_backfills_finished_chats(empty_store_url: str) -> None:
+    """A store at version 1 with chat history gets its conversations counted by version 2."""
+    from lumen_jupyter.store import engine
+    from lumen_jupyter.store.schema import accounts, chat_conversations, requests_log
+
+    db = Store(empty_store_url)
+    try:
+        first = engine.MIGRATIONS[0]
+        with db.write() as conn:
+            meta.create(conn, checkfirst=True)
+            first[2](conn)
+            conn.execute(meta.insert().values(version=first[0], applied_at=datetime.now(UTC)))
+            now = datetime(2026, 1, 1, tzinfo=UTC)
+            conn.execute(accounts.insert().values(id=1, username="ada", created_at=now))
+            base = {"account_id": 1, "created_at": now, "model": "m", "endpoint": "chat"}
+            rows = [
+                {**base, "source": "chat", "conversation": "c1", "status": "ok"},
+                {**base, "source": "chat", "conversation": "c1", "status": "ok"},
+                {**base, "source": "chat", "conversation": "c2", "status": "aborted"},
+                {**base, "source": "chat", "conversation": "c3", "status": "error"},
+                {**base, "source": "api", "conversation": "c4", "status": "ok"},
+            ]
+            conn.execute(requests_log.insert(), rows)
+        assert db.migrate() == LATEST
+        with db.read() as conn:
+            found = conn.execute(select(chat_conversations.c.conversation)).scalars().all()
+        assert sorted(found) == ["c1", "c2"]
+    finally:
+        db.dispose()
