@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
 from ..store.schema import api_keys
 from .errors import BadRequest, NotFound
@@ -21,6 +21,22 @@ from .keys import generate_key, hash_key, key_hint, looks_like_key
 
 DRAFT_LIFETIME = timedelta(hours=1)
 MAX_NAME_LENGTH = 100
+
+# Statements of every keyed call, built once (SQLAlchemy caches their compiled form).
+_FIND_BY_HASH = select(
+    api_keys.c.id, api_keys.c.account_id, api_keys.c.name, api_keys.c.status
+).where(api_keys.c.key_hash == bindparam("p_hash"))
+_COUNT_USE = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("p_id"))
+    .values(
+        requests=api_keys.c.requests + 1,
+        input_tokens=api_keys.c.input_tokens + bindparam("p_input"),
+        output_tokens=api_keys.c.output_tokens + bindparam("p_output"),
+        coins_micro=api_keys.c.coins_micro + bindparam("p_coins"),
+        last_used_at=bindparam("p_now"),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -123,14 +139,31 @@ def find_active_key(conn: Connection, raw: str, secret: bytes) -> KeyOwner | Non
     random value), so its timing reveals nothing useful about stored keys."""
     if not looks_like_key(raw):
         return None
-    row = conn.execute(
-        select(api_keys.c.id, api_keys.c.account_id, api_keys.c.name, api_keys.c.status).where(
-            api_keys.c.key_hash == hash_key(raw, secret)
-        )
-    ).first()
+    row = conn.execute(_FIND_BY_HASH, {"p_hash": hash_key(raw, secret)}).first()
     if row is None or row.status != "active":
         return None
     return KeyOwner(key_id=int(row.id), account_id=int(row.account_id), name=str(row.name))
+
+
+def count_use(
+    conn: Connection,
+    key_id: int,
+    input_tokens: int,
+    output_tokens: int,
+    coins_micro: int,
+    now: datetime,
+) -> None:
+    """Add one call to a key's counters (inside the caller's transaction)."""
+    conn.execute(
+        _COUNT_USE,
+        {
+            "p_id": key_id,
+            "p_input": input_tokens,
+            "p_output": output_tokens,
+            "p_coins": coins_micro,
+            "p_now": now,
+        },
+    )
 
 
 def purge_stale_drafts(conn: Connection, now: datetime) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 
 from ..store import Store
 from ..store.schema import balances, ledger
@@ -19,6 +19,42 @@ from .catalog import PoolSpec
 from .pools import compute_refill
 
 _REFILL_ATTEMPTS = 8
+
+# The hot statements, built once: SQLAlchemy caches the compiled form of a statement
+# object, so running these with parameter dicts skips building and compiling each time.
+_INSERT_LEDGER = ledger.insert()
+_READ_BALANCE = select(balances.c.balance_micro, balances.c.last_refill_at).where(
+    balances.c.account_id == bindparam("p_account")
+)
+_READ_BALANCE_FOR_UPDATE = _READ_BALANCE.with_for_update()
+_REFILL = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account"),
+        balances.c.balance_micro == bindparam("p_seen_balance"),
+        balances.c.last_refill_at == bindparam("p_seen_refill"),
+    )
+    .values(balance_micro=bindparam("p_balance"), last_refill_at=bindparam("p_now"))
+)
+_ADD = (
+    update(balances)
+    .where(balances.c.account_id == bindparam("p_account"))
+    .values(balance_micro=balances.c.balance_micro + bindparam("p_amount"))
+)
+_TAKE = (
+    update(balances)
+    .where(balances.c.account_id == bindparam("p_account"), balances.c.balance_micro > 0)
+    .values(balance_micro=balances.c.balance_micro - bindparam("p_amount"))
+)
+_TAKE_STRICT = (
+    update(balances)
+    .where(
+        balances.c.account_id == bindparam("p_account"),
+        balances.c.balance_micro > 0,
+        balances.c.balance_micro >= bindparam("p_needed"),
+    )
+    .values(balance_micro=balances.c.balance_micro - bindparam("p_amount"))
+)
 
 
 @dataclass(frozen=True)
@@ -38,14 +74,15 @@ def write_ledger(
     note: str | None = None,
 ) -> None:
     conn.execute(
-        ledger.insert().values(
-            account_id=account_id,
-            kind=kind,
-            amount_micro=amount,
-            request_id=request_id,
-            note=note,
-            created_at=now,
-        )
+        _INSERT_LEDGER,
+        {
+            "account_id": account_id,
+            "kind": kind,
+            "amount_micro": amount,
+            "request_id": request_id,
+            "note": note,
+            "created_at": now,
+        },
     )
 
 
@@ -54,10 +91,8 @@ def read_balance(
 ) -> BalanceRow | None:
     """The balance row; ``for_update`` locks it on PostgreSQL until the transaction ends
     (SQLite's write transactions are already exclusive)."""
-    query = select(balances.c.balance_micro, balances.c.last_refill_at).where(
-        balances.c.account_id == account_id
-    )
-    row = conn.execute(query.with_for_update() if for_update else query).first()
+    query = _READ_BALANCE_FOR_UPDATE if for_update else _READ_BALANCE
+    row = conn.execute(query, {"p_account": account_id}).first()
     return None if row is None else BalanceRow(int(row[0]), row[1])
 
 
@@ -78,33 +113,56 @@ def ensure_balance(
         write_ledger(conn, account_id, "grant", pool.starting_micro, now, note="starting balance")
 
 
-def refill_if_due(conn: Connection, account_id: int, pool: PoolSpec, now: datetime) -> int:
+def prepare_balance(
+    store: Store, conn: Connection, account_id: int, pool: PoolSpec, now: datetime
+) -> int:
+    """:func:`ensure_balance` then :func:`refill_if_due`, in fewer statements: the
+    locked read of the refill tells whether the row exists, so the INSERT of a new
+    balance is only tried when it does not.  Returns the refill credit."""
+    current = read_balance(conn, account_id, for_update=True)
+    if current is None:
+        ensure_balance(store, conn, account_id, pool, now)
+    return refill_if_due(conn, account_id, pool, now, current=current)
+
+
+def refill_if_due(
+    conn: Connection,
+    account_id: int,
+    pool: PoolSpec,
+    now: datetime,
+    *,
+    current: BalanceRow | None = None,
+) -> int:
     """Apply a due refill; returns the credit (0 when none was due).
 
     The row is locked while the refill is computed, and the UPDATE is still
     conditional on the balance and refill time it was computed from, so two
-    refillers can never both credit the same hour.
+    refillers can never both credit the same hour.  ``current``: the row as just
+    read (and locked) in this transaction, to skip the first read.
     """
     for _ in range(_REFILL_ATTEMPTS):
-        current = read_balance(conn, account_id, for_update=True)
+        if current is None:
+            current = read_balance(conn, account_id, for_update=True)
         if current is None:
             return 0
         outcome = compute_refill(current.balance_micro, current.last_refill_at, now, pool)
         if outcome is None:
             return 0
         result = conn.execute(
-            update(balances)
-            .where(
-                balances.c.account_id == account_id,
-                balances.c.balance_micro == current.balance_micro,
-                balances.c.last_refill_at == current.last_refill_at,
-            )
-            .values(balance_micro=outcome.new_balance, last_refill_at=now)
+            _REFILL,
+            {
+                "p_account": account_id,
+                "p_seen_balance": current.balance_micro,
+                "p_seen_refill": current.last_refill_at,
+                "p_balance": outcome.new_balance,
+                "p_now": now,
+            },
         )
         if result.rowcount == 1:
             if outcome.credit:
                 write_ledger(conn, account_id, "refill", outcome.credit, now)
             return outcome.credit
+        current = None
     return 0
 
 
@@ -119,11 +177,7 @@ def add_to_balance(
     note: str | None = None,
 ) -> bool:
     """Add ``amount`` (may be negative) unconditionally; ``False`` if there is no balance."""
-    result = conn.execute(
-        update(balances)
-        .where(balances.c.account_id == account_id)
-        .values(balance_micro=balances.c.balance_micro + amount)
-    )
+    result = conn.execute(_ADD, {"p_account": account_id, "p_amount": amount})
     if result.rowcount != 1:
         return False
     if amount:
@@ -135,12 +189,11 @@ def take_from_balance(
     conn: Connection, account_id: int, amount: int, now: datetime, *, strict: bool
 ) -> bool:
     """Reserve ``amount`` if the balance is positive (and, when strict, covers it)."""
-    conditions = [balances.c.account_id == account_id, balances.c.balance_micro > 0]
     if strict:
-        conditions.append(balances.c.balance_micro >= amount)
-    result = conn.execute(
-        update(balances).where(*conditions).values(balance_micro=balances.c.balance_micro - amount)
-    )
+        params = {"p_account": account_id, "p_amount": amount, "p_needed": amount}
+        result = conn.execute(_TAKE_STRICT, params)
+    else:
+        result = conn.execute(_TAKE, {"p_account": account_id, "p_amount": amount})
     return result.rowcount == 1
 
 

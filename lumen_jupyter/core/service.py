@@ -118,6 +118,10 @@ class LumenService:
         self._account_ids[username] = found
         return found
 
+    def cached_account(self, username: str) -> int | None:
+        """The account id if :meth:`account` already knows it (no database work)."""
+        return self._account_ids.get(username)
+
     def _user_pool_override(self, conn: Connection, acct: int) -> PoolSpec | None:
         row = conn.execute(_USER_POOL, {"p_account": acct}).first()
         if row is None:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import ColumnElement, Connection, Date, and_, cast, func, select
 
 from ..store import Store
-from ..store.schema import api_keys, chat_conversations, usage_daily, usage_stats
+from ..store.schema import chat_conversations, usage_daily, usage_stats
 from .errors import BadRequest
 from .money import format_coins
 
@@ -90,17 +90,9 @@ def record_usage(
         increments=tuple(counts),
     )
     if key_id is not None:
-        conn.execute(
-            update(api_keys)
-            .where(api_keys.c.id == key_id)
-            .values(
-                requests=api_keys.c.requests + 1,
-                input_tokens=api_keys.c.input_tokens + usage.input_tokens,
-                output_tokens=api_keys.c.output_tokens + usage.output_tokens,
-                coins_micro=api_keys.c.coins_micro + usage.coins_micro,
-                last_used_at=now,
-            )
-        )
+        from .keyring import count_use
+
+        count_use(conn, key_id, usage.input_tokens, usage.output_tokens, usage.coins_micro, now)
     if source == CHAT_SOURCE and conversation:
         store.insert_ignore(
             conn,
@@ -226,9 +218,10 @@ def history(
         "key": usage_daily.c.key_id,
         "notebook": usage_daily.c.notebook,
     }[group_by]
+    bucket_column = _bucket_sql(conn.dialect.name, bucket).label("bucket")
     rows = conn.execute(
         select(
-            usage_daily.c.day,
+            bucket_column,
             column.label("series"),
             func.sum(usage_daily.c.requests).label("requests"),
             func.sum(usage_daily.c.input_tokens).label("input_tokens"),
@@ -236,7 +229,7 @@ def history(
             func.sum(usage_daily.c.coins_micro).label("coins_micro"),
         )
         .where(and_(*conditions))
-        .group_by(usage_daily.c.day, column)
+        .group_by(bucket_column, column)
     ).all()
     names = key_names or {}
 
@@ -247,8 +240,13 @@ def history(
             return str(value) or "(unknown)"
         return str(value)
 
-    first_day = min((r.day for r in rows), default=today)
-    start_day = today - timedelta(days=days - 1) if days is not None else first_day
+    if days is not None:
+        start_day = today - timedelta(days=days - 1)
+    else:
+        first = conn.execute(
+            select(func.min(usage_daily.c.day)).where(usage_daily.c.account_id == account_id)
+        ).scalar_one_or_none()
+        start_day = _as_date(first) if first is not None else today
     grid: dict[date, dict[str, Counters]] = {}
     cursor = bucket_start(start_day, bucket)
     while cursor <= today:
@@ -256,7 +254,7 @@ def history(
         cursor = _next_bucket(cursor, bucket)
     totals: dict[str, Counters] = defaultdict(Counters)
     for row in rows:
-        key = bucket_start(row.day, bucket)
+        key = _as_date(row.bucket)
         name = series_name(row.series)
         counts = (row.requests, row.input_tokens, row.output_tokens, row.coins_micro)
         grid.setdefault(key, {}).setdefault(name, Counters()).add_counts(*counts)
@@ -278,6 +276,27 @@ def history(
         ],
         "totals": {name: _counters_json(totals[name]) for name in series},
     }
+
+
+def _bucket_sql(dialect: str, bucket: str) -> ColumnElement[Any]:
+    """The first day of each row's bucket, computed by the database so that it groups
+    days into weeks (Monday) or months itself and returns few rows."""
+    day = usage_daily.c.day
+    if bucket == "day":
+        return day
+    if dialect == "postgresql":
+        return cast(func.date_trunc(bucket, day), Date)
+    if bucket == "week":
+        return func.date(day, "weekday 0", "-6 days")
+    return func.strftime("%Y-%m-01", day)
+
+
+def _as_date(value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    return date.fromisoformat(str(value))
 
 
 def _counters_json(c: Counters) -> dict[str, Any]:

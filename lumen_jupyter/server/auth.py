@@ -109,7 +109,7 @@ class LumenHandler(APIHandler):
         identity = self.identity
         if token.startswith(KERNEL_TOKEN_PREFIX):
             if same_digest(token, self.settings["lumen_kernel_token"]):
-                account = await self.run(self.service.account, identity.username)
+                account = await self._account_of(identity.username)
                 return Principal(identity, account, "kernel")
             raise AuthenticationFailed("Invalid kernel credential; restart the kernel")
         if not self.accepts_personal_keys:
@@ -117,12 +117,19 @@ class LumenHandler(APIHandler):
                 "Personal API keys work on the model API (/lumen/v1) only", code="key_not_allowed"
             )
         owner = await self.run(self.service.key_owner, token)
-        account = await self.run(self.service.account, identity.username)
+        account = await self._account_of(identity.username)
         if owner is None or owner.account_id != account:
             raise AuthenticationFailed(
                 "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
             )
         return Principal(identity, account, "api", key_id=owner.key_id)
+
+    async def _account_of(self, username: str) -> int:
+        """The account id: from the service's cache when known, else off the event loop."""
+        cached = self.service.cached_account(username)
+        if cached is not None:
+            return cached
+        return await self.run(self.service.account, username)
 
     async def principal(self, action: str) -> Principal:
         """The caller, authenticated and authorized for ``action`` (read or write)."""
@@ -133,7 +140,7 @@ class LumenHandler(APIHandler):
             raise web.HTTPError(403, "Authentication required")
         if not self.authorizer.is_authorized(self, user, action, self.auth_resource):
             raise web.HTTPError(403, f"Not authorized to {action} {self.auth_resource}")
-        account = await self.run(self.service.account, self.identity.username)
+        account = await self._account_of(self.identity.username)
         self._principal = Principal(self.identity, account, "session")
         return self._principal
 
