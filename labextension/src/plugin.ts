@@ -1,45 +1,249 @@
 /**
- * The JupyterLab extension: a "Lumen: Open Profile" command (palette) that opens
- * the profile views in the main area, fed from the REST API.
- *
- * Next (status bar issue): a status bar item with the balance and countdown that
- * opens this panel; it can share one RestProfileController with the panel.
+ * The JupyterLab extension of lumen-jupyter:
+ * - "Lumen: Open Profile", "Lumen: New API Key", "Lumen: Refresh" in the
+ *   palette (category Lumen) and in a "Lumen" main menu (from the settings schema);
+ * - a live coin meter in the status bar (optional: Notebook 7 has no status bar),
+ *   fed by the server-sent events of `lumen/api/events`;
+ * - a notification when a model call is refused (consent needed, coins exhausted);
+ * - the profile panel comes back after a reload (layout restorer, optional).
+ * The panel and the meter share one RestProfileController.
  */
 
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget } from '@jupyterlab/apputils';
+import { ILayoutRestorer } from '@jupyterlab/application';
+import { ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { absoluteTime } from './views/format';
+import { LumenEventStream, type RefusedEvent } from './lab/events';
 import { LumenRestClient } from './lab/restClient';
 import { RestProfileController } from './lab/restController';
-import { ProfilePanel } from './lab/profilePanel';
+import { ProfilePanel, REFRESH_SECONDS } from './lab/profilePanel';
+import { CoinStatusItem, DEFAULT_LOW_FRACTION } from './lab/statusItem';
 
+export const PLUGIN_ID = 'lumen-jupyter:plugin';
 export const OPEN_PROFILE = 'lumen:open-profile';
+export const NEW_API_KEY = 'lumen:new-api-key';
+export const REFRESH = 'lumen:refresh';
+export const REVIEW_CONSENT = 'lumen:review-consent';
+const CATEGORY = 'Lumen';
+
+/** Resolve with `find()` once it returns something, or null after `timeout` ms. */
+function waitFor<T>(find: () => T | null | undefined, timeout = 15_000): Promise<T | null> {
+  const start = Date.now();
+  return new Promise(resolve => {
+    const poll = () => {
+      const found = find();
+      if (found) {
+        resolve(found);
+      } else if (Date.now() - start > timeout) {
+        resolve(null);
+      } else {
+        window.setTimeout(poll, 100);
+      }
+    };
+    poll();
+  });
+}
+
+function buttonWithText(root: HTMLElement, text: string): HTMLButtonElement | null {
+  for (const button of Array.from(root.querySelectorAll('button'))) {
+    if ((button.textContent ?? '').trim() === text && !button.disabled) {
+      return button;
+    }
+  }
+  return null;
+}
 
 const plugin: JupyterFrontEndPlugin<void> = {
-  id: 'lumen-jupyter:profile',
-  description: 'The Lumen profile: coin balance, API keys, model access and spending.',
+  id: PLUGIN_ID,
+  description: 'The Lumen profile: a live coin meter, the profile panel, key and refresh commands.',
   autoStart: true,
-  optional: [ICommandPalette],
-  activate: (app: JupyterFrontEnd, palette: ICommandPalette | null) => {
-    const controller = new RestProfileController(new LumenRestClient(app.serviceManager.serverSettings));
+  optional: [ICommandPalette, IStatusBar, ISettingRegistry, ILayoutRestorer],
+  activate: (
+    app: JupyterFrontEnd,
+    palette: ICommandPalette | null,
+    statusBar: IStatusBar | null,
+    settingRegistry: ISettingRegistry | null,
+    restorer: ILayoutRestorer | null
+  ) => {
+    const serverSettings = app.serviceManager.serverSettings;
+    const controller = new RestProfileController(new LumenRestClient(serverSettings));
+    const events = new LumenEventStream(serverSettings);
+    const tracker = new WidgetTracker<MainAreaWidget<ProfilePanel>>({ namespace: 'lumen-profile' });
+    let refreshSeconds = REFRESH_SECONDS;
     let shell: MainAreaWidget<ProfilePanel> | null = null;
+
+    const openProfile = (): MainAreaWidget<ProfilePanel> => {
+      if (!shell || shell.isDisposed) {
+        const content = new ProfilePanel(controller);
+        content.refreshSeconds = refreshSeconds;
+        shell = new MainAreaWidget({ content });
+        shell.id = 'lumen-profile';
+        shell.title.label = 'Lumen Profile';
+        shell.title.caption = content.title.caption;
+        shell.title.closable = true;
+        void tracker.add(shell);
+      }
+      if (!shell.isAttached) {
+        app.shell.add(shell, 'main');
+      }
+      if (!shell.isAttached) {
+        // Notebook 7: a notebook page keeps its one main widget; use the right panel.
+        shell.title.caption = shell.title.caption || 'Lumen Profile';
+        app.shell.add(shell, 'right', { rank: 900 });
+      }
+      app.shell.activateById(shell.id);
+      return shell;
+    };
+
     app.commands.addCommand(OPEN_PROFILE, {
       label: 'Lumen: Open Profile',
       caption: 'Open your Lumen profile: balance, API keys, model access, spending',
-      execute: () => {
-        if (!shell || shell.isDisposed) {
-          shell = new MainAreaWidget({ content: new ProfilePanel(controller) });
-          shell.id = 'lumen-profile';
-          shell.title.label = 'Lumen Profile';
-          shell.title.closable = true;
-        }
-        if (!shell.isAttached) {
-          app.shell.add(shell, 'main');
-        }
-        app.shell.activateById(shell.id);
-        return shell;
+      execute: () => openProfile()
+    });
+
+    app.commands.addCommand(NEW_API_KEY, {
+      label: 'Lumen: New API Key',
+      caption: 'Create a personal API key (shown once) in the Lumen profile',
+      execute: async () => {
+        const widget = openProfile();
+        const button = await waitFor(() => buttonWithText(widget.content.node, '+ New API Key'));
+        button?.click();
+        return !!button;
       }
     });
-    palette?.addItem({ command: OPEN_PROFILE, category: 'Lumen' });
+
+    app.commands.addCommand(REFRESH, {
+      label: 'Lumen: Refresh',
+      caption: 'Reload the Lumen profile and the coin balance from the server',
+      execute: async () => {
+        await controller.refresh().catch(() => undefined);
+        const pool = controller.state.profile?.pool;
+        if (pool) {
+          item?.setPool(pool);
+        }
+      }
+    });
+
+    app.commands.addCommand(REVIEW_CONSENT, {
+      label: args => (args.model ? `Lumen: Review Consent for ${args.model}` : 'Lumen: Review Model Consent'),
+      caption: 'Open the consent notice of a model in the Lumen profile',
+      execute: async args => {
+        const widget = openProfile();
+        const model = typeof args.model === 'string' ? args.model : '';
+        if (!model) {
+          return false;
+        }
+        await controller.refresh().catch(() => undefined);
+        const badge = await waitFor(() => {
+          for (const row of Array.from(widget.content.node.querySelectorAll('.lumen-models-table tr'))) {
+            const name = row.querySelector("td[data-column='model']");
+            if (name && (name.textContent ?? '').trim() === model) {
+              row.scrollIntoView({ block: 'center' });
+              return buttonWithText(row as HTMLElement, 'Need Consent');
+            }
+          }
+          return null;
+        });
+        badge?.click();
+        return !!badge;
+      }
+    });
+
+    if (palette) {
+      for (const command of [OPEN_PROFILE, NEW_API_KEY, REFRESH]) {
+        palette.addItem({ command, category: CATEGORY });
+      }
+    }
+
+    if (restorer) {
+      void restorer.restore(tracker, { command: OPEN_PROFILE, name: () => 'lumen-profile' });
+    }
+
+    // The coin meter (Lab only: Notebook 7 has no status bar).
+    let item: CoinStatusItem | null = null;
+    if (statusBar) {
+      item = new CoinStatusItem(() => void app.commands.execute(OPEN_PROFILE));
+      item.id = 'lumen-coin-status';
+      statusBar.registerStatusItem('lumen-jupyter:coins', { item, align: 'left', rank: 100 });
+    }
+    const meter = item;
+    controller.subscribe(state => {
+      if (meter && state.profile?.pool) {
+        meter.setPool(state.profile.pool);
+      }
+    });
+
+    events.subscribe({
+      pool: pool => {
+        meter?.setPool(pool);
+        controller.applyPool(pool);
+      },
+      connection: connected => meter?.setConnected(connected),
+      refused: event => notifyRefused(event)
+    });
+
+    const notifyRefused = (event: RefusedEvent): void => {
+      const model = event.model ?? 'the model';
+      if (event.code === 'consent_required') {
+        Notification.warning(event.message || `${model} needs your consent before you can use it.`, {
+          autoClose: false,
+          actions: [
+            {
+              label: 'Review consent',
+              caption: `Open the notice of ${model} in your Lumen profile`,
+              displayType: 'accent',
+              callback: () => void app.commands.execute(REVIEW_CONSENT, { model: event.model ?? '' })
+            }
+          ]
+        });
+      } else if (event.code === 'coins_exhausted') {
+        const refill = event.next_refill_at ? ` Next refill: ${absoluteTime(event.next_refill_at)}.` : '';
+        Notification.warning((event.message || 'Your Lumen coins are used up.') + refill, {
+          autoClose: 10_000,
+          actions: [
+            {
+              label: 'Open profile',
+              caption: 'See your balance and refill time',
+              callback: () => void app.commands.execute(OPEN_PROFILE)
+            }
+          ]
+        });
+      } else {
+        Notification.warning(event.message || `A call to ${model} was refused (${event.code}).`, {
+          autoClose: 10_000,
+          actions: [{ label: 'Open profile', callback: () => void app.commands.execute(OPEN_PROFILE) }]
+        });
+      }
+    };
+
+    const applySettings = (settings: ISettingRegistry.ISettings): void => {
+      const composite = settings.composite as {
+        refreshInterval?: number;
+        lowBalanceFraction?: number;
+        showStatusItem?: boolean;
+      };
+      refreshSeconds = composite.refreshInterval ?? REFRESH_SECONDS;
+      if (shell && !shell.isDisposed) {
+        shell.content.setRefreshSeconds(refreshSeconds);
+      }
+      meter?.setLowFraction(composite.lowBalanceFraction ?? DEFAULT_LOW_FRACTION);
+      meter?.toggleClass('lumen-status-off', composite.showStatusItem === false);
+    };
+    if (settingRegistry) {
+      // After the app is restored: loading earlier races the shortcuts plugin of Notebook 7.
+      void app.restored
+        .then(() => settingRegistry.load(PLUGIN_ID))
+        .then(settings => {
+          applySettings(settings);
+          settings.changed.connect(applySettings);
+        })
+        .catch(err => console.warn('lumen-jupyter: settings not loaded', err));
+    }
+
+    // Live updates: only with something to show them (the meter or notifications).
+    void app.restored.then(() => events.start());
   }
 };
 

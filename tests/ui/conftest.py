@@ -31,7 +31,9 @@ import pytest
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
 CHROMIUM = "/usr/bin/chromium"
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# Where browser tests save their screenshots: build/ (git-ignored) unless asked for the
+# docs, e.g. ``LUMEN_SCREENSHOTS_DIR=docs/screenshots python -m pytest tests/ui``.
+SCREENSHOTS = REPO / os.environ.get("LUMEN_SCREENSHOTS_DIR", "build/screenshots")
 BASE_PATH = "/lumen-ui/"
 
 
@@ -181,6 +183,11 @@ def write_setting(
 
 @pytest.fixture(scope="session")
 def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    yield from start_lab(tmp_path_factory)
+
+
+def start_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
+    """Start a JupyterLab with its own database (for a fixture: ``yield from``)."""
     if shutil.which("jupyter") is None:
         pytest.skip("jupyter is not installed")
     base = tmp_path_factory.mktemp("lab")

@@ -10,6 +10,9 @@ export class ProfilePanel extends Widget {
   private readonly view: ProfileView;
   private readonly unsubscribe: () => void;
 
+  /** Seconds between refreshes while the panel shows (0: never). */
+  refreshSeconds = REFRESH_SECONDS;
+
   constructor(private readonly controller: RestProfileController) {
     super();
     this.addClass('lumen-panel');
@@ -24,7 +27,15 @@ export class ProfilePanel extends Widget {
 
   protected onAfterAttach(): void {
     void this.controller.refresh().catch(() => undefined);
-    this.controller.startPolling(REFRESH_SECONDS);
+    this.controller.startPolling(this.refreshSeconds);
+  }
+
+  /** Change the refresh interval; restarts the timer when the panel shows. */
+  setRefreshSeconds(seconds: number): void {
+    this.refreshSeconds = seconds;
+    if (this.isAttached) {
+      this.controller.startPolling(seconds);
+    }
   }
 
   protected onBeforeDetach(): void {

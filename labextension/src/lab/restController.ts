@@ -5,7 +5,14 @@
  */
 
 import { messageOf } from '../views/dialog';
-import { emptyState, type CreatedKey, type Period, type ProfileActions, type ProfileState } from '../views/types';
+import {
+  emptyState,
+  type CreatedKey,
+  type Period,
+  type PoolInfo,
+  type ProfileActions,
+  type ProfileState
+} from '../views/types';
 import type { LumenRestClient } from './restClient';
 
 export class RestProfileController implements ProfileActions {
@@ -45,6 +52,14 @@ export class RestProfileController implements ProfileActions {
     this.current = { ...this.current, ...patch };
     for (const listener of this.listeners) {
       listener(this.current);
+    }
+  }
+
+  /** A pool pushed by the server (events stream): patch the shown profile. */
+  applyPool(pool: PoolInfo): void {
+    const profile = this.current.profile;
+    if (profile && JSON.stringify(profile.pool) !== JSON.stringify(pool)) {
+      this.set({ profile: { ...profile, pool } });
     }
   }
 
