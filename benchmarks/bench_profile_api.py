@@ -827,6 +827,7 @@ def main() -> None:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
     from lumen_jupyter.store import Store
+    from lumen_jupyter.store.engine import rebuild_rollups
 
     facts = h.machine_facts()
     print(
@@ -872,6 +873,11 @@ def main() -> None:
         now=now,
     )
     seeded = seed_stores(seed, sinks)
+    for url in urls.values():  # what record_usage writes beside the daily counters
+        rollups = Store(url)
+        with rollups.write() as conn:
+            rebuild_rollups(conn)
+        rollups.dispose()
     print(
         f"seeded in {seeded['seconds']} s: {seeded['usage_daily_rows']:,} usage_daily rows, "
         f"{seeded['usage_stats_rows']} usage_stats rows",

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Date, and_, cast, func, select
 
 from ..store import Store
-from ..store.schema import chat_conversations, usage_daily, usage_stats
+from ..store.schema import chat_conversations, usage_daily, usage_monthly, usage_stats
 from .errors import BadRequest
 from .money import format_coins
 
@@ -87,6 +87,13 @@ def record_usage(
             **counts,
         },
         keys=("account_id", "day", "model", "source", "key_id", "notebook"),
+        increments=tuple(counts),
+    )
+    store.upsert(
+        conn,
+        usage_monthly,
+        {"account_id": account_id, "month": now.date().replace(day=1), "model": model, **counts},
+        keys=("account_id", "month", "model"),
         increments=tuple(counts),
     )
     if key_id is not None:
@@ -218,15 +225,22 @@ def history(
         "key": usage_daily.c.key_id,
         "notebook": usage_daily.c.notebook,
     }[group_by]
+    source: Any = usage_daily
     bucket_column = _bucket_sql(conn.dialect.name, bucket).label("bucket")
+    if days is None and bucket == "month" and group_by == "model":
+        # All time by month and model: the monthly roll-up has exactly that shape.
+        source = usage_monthly
+        conditions = [usage_monthly.c.account_id == account_id]
+        column = usage_monthly.c.model
+        bucket_column = usage_monthly.c.month.label("bucket")
     rows = conn.execute(
         select(
             bucket_column,
             column.label("series"),
-            func.sum(usage_daily.c.requests).label("requests"),
-            func.sum(usage_daily.c.input_tokens).label("input_tokens"),
-            func.sum(usage_daily.c.output_tokens).label("output_tokens"),
-            func.sum(usage_daily.c.coins_micro).label("coins_micro"),
+            func.sum(source.c.requests).label("requests"),
+            func.sum(source.c.input_tokens).label("input_tokens"),
+            func.sum(source.c.output_tokens).label("output_tokens"),
+            func.sum(source.c.coins_micro).label("coins_micro"),
         )
         .where(and_(*conditions))
         .group_by(bucket_column, column)

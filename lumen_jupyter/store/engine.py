@@ -14,7 +14,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, func, select, text
+from sqlalchemy import (
+    Connection,
+    Date,
+    Engine,
+    Table,
+    cast,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
@@ -59,9 +70,51 @@ def _add_chat_conversations(conn: Connection) -> None:
 
 _MIGRATION_LOCK = 0x6C756D656E  # "lumen": the advisory lock key of migrations on PostgreSQL
 
+
+def _add_usage_monthly(conn: Connection) -> None:
+    """A per-month, per-model roll-up: the all-time spending chart reads a few hundred rows."""
+    schema.usage_monthly.create(conn, checkfirst=True)
+    daily = schema.usage_daily
+    if conn.dialect.name == "postgresql":
+        month: Any = cast(func.date_trunc("month", daily.c.day), Date)
+    else:
+        month = func.strftime("%Y-%m-01", daily.c.day)
+    month = month.label("month")
+    conn.execute(
+        schema.usage_monthly.insert().from_select(
+            [
+                "account_id",
+                "month",
+                "model",
+                "requests",
+                "input_tokens",
+                "output_tokens",
+                "coins_micro",
+            ],
+            select(
+                daily.c.account_id,
+                month,
+                daily.c.model,
+                func.sum(daily.c.requests),
+                func.sum(daily.c.input_tokens),
+                func.sum(daily.c.output_tokens),
+                func.sum(daily.c.coins_micro),
+            ).group_by(daily.c.account_id, month, daily.c.model),
+        )
+    )
+
+
+def rebuild_rollups(conn: Connection) -> None:
+    """Fill the conversation and monthly tables from the log and the daily counters
+    (for stores written in bulk, like the benchmark's seed); they must be empty."""
+    _add_chat_conversations(conn)
+    _add_usage_monthly(conn)
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial tables", _create_initial_tables),
     (2, "chat conversations", _add_chat_conversations),
+    (3, "monthly usage by model", _add_usage_monthly),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 

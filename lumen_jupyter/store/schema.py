@@ -148,6 +148,18 @@ requests_log = Table(
     Index("ix_lumen_requests_status", "status"),
 )
 
+usage_monthly = Table(
+    "lumen_usage_monthly",
+    metadata,
+    Column("account_id", Integer, ForeignKey("lumen_accounts.id"), primary_key=True),
+    Column("month", Date, primary_key=True),  # the first day of the month
+    Column("model", String(255), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False),
+    Column("output_tokens", BigInteger, nullable=False),
+    Column("coins_micro", BigInteger, nullable=False),
+)
+
 chat_conversations = Table(
     "lumen_chat_conversations",
     metadata,

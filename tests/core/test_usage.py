@@ -316,3 +316,28 @@ def test_profile_card(make_service: MakeService) -> None:
     same = service.profile(Identity("ada", "Ada Lovelace", email="ada@example.org"))["user"]
     assert same["avatar_url"] == card["avatar_url"]
     assert service.profile(Identity("bob", "Bob"))["user"]["avatar_url"] is None
+
+
+def test_history_all_by_model_reads_the_monthly_rollup(seeded: LumenService) -> None:
+    """All time by month and model comes from the monthly table: it must agree, month by
+    month, with the daily counters and, in total, with the per-model counters."""
+    monthly = seeded.usage_history(who(), "all", None, "model")
+    by_day = seeded.usage_history(who(), "all", "day", "model")
+    assert monthly["bucket"] == "month" and monthly["start"] == by_day["start"]
+    folded: dict[str, dict[str, int]] = {}
+    for bucket in by_day["buckets"]:
+        month = bucket["start"][:8] + "01"
+        for name, value in bucket["values"].items():
+            into = folded.setdefault(f"{month} {name}", {"requests": 0, "coins_micro": 0})
+            into["requests"] += value["requests"]
+            into["coins_micro"] += value["coins_micro"]
+    read = {
+        f"{bucket['start']} {name}": {"requests": v["requests"], "coins_micro": v["coins_micro"]}
+        for bucket in monthly["buckets"]
+        for name, v in bucket["values"].items()
+    }
+    assert read == folded and read
+    summary = seeded.summary(who())
+    assert {n: t["coins_micro"] for n, t in monthly["totals"].items()} == {
+        n: c.coins_micro for n, c in summary.by_model.items()
+    }
