@@ -41,23 +41,13 @@ from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
 from .ratelimit import RateLimiter
-from .relay import (
-    DONE,
-    MalformedEvent,
-    StreamBook,
-    is_usage_only,
-    parse_event,
-    sse_data_batches,
-)
+from .relay import DONE, MalformedEvent, StreamBook, is_usage_only, parse_event, sse_data_lines
 from .upstream import Upstreams
 
 if TYPE_CHECKING:
     from ..server.app import LumenJupyter
 
 log = logging.getLogger("lumen_jupyter.gateway")
-
-YIELD_EVERY_EVENTS = 64
-"""While relaying a large upstream read, give other requests a turn this often."""
 
 NOTEBOOK_HEADER = "X-Lumen-Notebook"
 CELL_HEADER = "X-Lumen-Cell"
@@ -517,29 +507,22 @@ class ModelCallHandler(GatewayHandler):
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")
             try:
-                relayed = 0
-                async for batch in sse_data_batches(response.content.iter_any()):
-                    for payload_line in batch:
-                        if payload_line == DONE:
-                            done = True
-                            break
-                        event = parse_event(payload_line)
-                        book.note(event)
-                        if book.error is not None:
-                            failure = "error"
-                            break
-                        if is_usage_only(event) and not caller_wants_usage:
-                            continue
-                        if rename and "model" in event:
-                            event["model"] = model.name
-                            payload_line = json.dumps(event).encode()
-                        self.write(b"data: " + payload_line + b"\n\n")
-                        relayed += 1
-                        if relayed % YIELD_EVERY_EVENTS == 0:
-                            await asyncio.sleep(0)  # a huge read must not hold the loop
-                    if done or failure is not None:
+                async for payload_line in sse_data_lines(response.content.iter_any()):
+                    if payload_line == DONE:
+                        done = True
                         break
-                    await self.flush()  # once per upstream read, not per event
+                    event = parse_event(payload_line)
+                    book.note(event)
+                    if book.error is not None:
+                        failure = "error"
+                        break
+                    if is_usage_only(event) and not caller_wants_usage:
+                        continue
+                    if rename and "model" in event:
+                        event["model"] = model.name
+                        payload_line = json.dumps(event).encode()
+                    self.write(b"data: " + payload_line + b"\n\n")
+                    await self.flush()
             except StreamClosedError:
                 self._client_gone = True
             except MalformedEvent:
