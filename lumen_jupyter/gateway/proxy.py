@@ -41,13 +41,24 @@ from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
 from .ratelimit import RateLimiter
-from .relay import DONE, MalformedEvent, StreamBook, is_usage_only, parse_event, sse_data_lines
+from .relay import (
+    DONE,
+    MalformedEvent,
+    StreamBook,
+    is_usage_only,
+    parse_event,
+    sse_data_batches,
+)
 from .upstream import Upstreams
 
 if TYPE_CHECKING:
     from ..server.app import LumenJupyter
 
 log = logging.getLogger("lumen_jupyter.gateway")
+
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+YIELD_EVERY_EVENTS = 64
+"""While relaying a large upstream read, give other requests a turn this often."""
 
 NOTEBOOK_HEADER = "X-Lumen-Notebook"
 CELL_HEADER = "X-Lumen-Cell"
@@ -503,26 +514,33 @@ class ModelCallHandler(GatewayHandler):
                 raw = await response.read()
                 self._upstream = None
                 raise self.upstream_error(response.status, raw, model.name)
-            self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.set_header("Content-Type", SSE_CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")
             try:
-                async for payload_line in sse_data_lines(response.content.iter_any()):
-                    if payload_line == DONE:
-                        done = True
+                relayed = 0
+                async for batch in sse_data_batches(response.content.iter_any()):
+                    for payload_line in batch:
+                        if payload_line == DONE:
+                            done = True
+                            break
+                        event = parse_event(payload_line)
+                        book.note(event)
+                        if book.error is not None:
+                            failure = "error"
+                            break
+                        if is_usage_only(event) and not caller_wants_usage:
+                            continue
+                        if rename and "model" in event:
+                            event["model"] = model.name
+                            payload_line = json.dumps(event).encode()
+                        self.write(b"data: " + payload_line + b"\n\n")
+                        relayed += 1
+                        if relayed % YIELD_EVERY_EVENTS == 0:
+                            await asyncio.sleep(0)  # a huge read must not hold the loop
+                    if done or failure is not None:
                         break
-                    event = parse_event(payload_line)
-                    book.note(event)
-                    if book.error is not None:
-                        failure = "error"
-                        break
-                    if is_usage_only(event) and not caller_wants_usage:
-                        continue
-                    if rename and "model" in event:
-                        event["model"] = model.name
-                        payload_line = json.dumps(event).encode()
-                    self.write(b"data: " + payload_line + b"\n\n")
-                    await self.flush()
+                    await self.flush()  # once per upstream read, not per event
             except StreamClosedError:
                 self._client_gone = True
             except MalformedEvent:
@@ -543,7 +561,9 @@ class ModelCallHandler(GatewayHandler):
             self.write(b"\n\n")
         self.write(b"data: [DONE]\n\n")
         with contextlib.suppress(StreamClosedError):
-            await self.finish()
+            # jupyter_server's APIHandler.finish() would otherwise label a stream that is
+            # sent in one piece (a short answer, read upstream at once) as JSON.
+            await self.finish(set_content_type=SSE_CONTENT_TYPE)
         return True
 
     async def bill_stream(

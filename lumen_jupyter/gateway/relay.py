@@ -57,13 +57,18 @@ class StreamBook:
                 self.output.add(text)
 
 
-async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Yield the payload of every ``data:`` line from a byte stream, as it completes."""
+async def sse_data_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+    """For every read from upstream, the payloads of the ``data:`` lines it completed.
+
+    Batching by read lets the relay write a whole read and flush once, instead of
+    flushing after every event.
+    """
     pending = b""
     async for chunk in chunks:
         pending += chunk
-        # Walk the buffer with an index and cut the remainder once per chunk: slicing
-        # the rest off after every line made a large chunk cost O(size²).
+        batch: list[bytes] = []
+        # Walk the buffer with an index and cut the remainder once per read: slicing
+        # the rest off after every line would make a large read cost O(size²).
         start = 0
         while True:
             cut = pending.find(b"\n", start)
@@ -72,11 +77,20 @@ async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             line = pending[start:cut].rstrip(b"\r")
             start = cut + 1
             if line.startswith(b"data:"):
-                yield line[5:].strip()
+                batch.append(line[5:].strip())
         pending = pending[start:]
+        if batch:
+            yield batch
     tail = pending.strip()
     if tail.startswith(b"data:"):
-        yield tail[5:].strip()
+        yield [tail[5:].strip()]
+
+
+async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The payload of every ``data:`` line, one at a time."""
+    async for batch in sse_data_batches(chunks):
+        for payload in batch:
+            yield payload
 
 
 def parse_event(payload: bytes) -> dict[str, Any]:
