@@ -11,7 +11,7 @@ import httpx
 from . import pricing
 from .attribution import astamp_request
 from .base import DEFAULT_TIMEOUT, ClientBase, Messages
-from .chat import ChatEvent, StreamReader, chat_body, sse_payloads
+from .chat import ChatEvent, StreamReader, sse_payloads
 from .connection import Connection
 from .errors import LumenAPIError
 from .tally import atally_response
@@ -144,24 +144,20 @@ class AsyncLumenClient(ClientBase):
         source: str | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        body = chat_body(
+        request = self._chat_request(
             model,
-            pricing.as_messages(messages),
+            messages,
             stream=False,
             max_tokens=max_tokens,
             temperature=temperature,
-            **extra,
+            conversation=conversation,
+            source=source,
+            extra=extra,
         )
-        url = self._v1("chat/completions")
         try:
-            response = await self._http.post(
-                url,
-                json=body,
-                headers=self._stream_headers(source, conversation),
-                timeout=self._stream_timeout(),
-            )
+            response = await self._http.post(**request)
         except httpx.TransportError as exc:
-            raise self._unreachable(exc, url) from None
+            raise self._unreachable(exc, request["url"]) from None
         return self._decode(response, model)  # type: ignore[no-any-return]
 
     async def stream_chat(
@@ -175,20 +171,18 @@ class AsyncLumenClient(ClientBase):
         source: str | None = None,
         **extra: Any,
     ) -> AsyncIterator[ChatEvent]:
-        body = chat_body(
+        request = self._chat_request(
             model,
-            pricing.as_messages(messages),
+            messages,
             stream=True,
             max_tokens=max_tokens,
             temperature=temperature,
-            **extra,
+            conversation=conversation,
+            source=source,
+            extra=extra,
         )
-        url = self._v1("chat/completions")
-        headers = self._stream_headers(source, conversation)
         try:
-            async with self._http.stream(
-                "POST", url, json=body, headers=headers, timeout=self._stream_timeout()
-            ) as response:
+            async with self._http.stream("POST", **request) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     raise self._error(response, model)
@@ -201,7 +195,7 @@ class AsyncLumenClient(ClientBase):
                         break
                 yield reader.finished()
         except httpx.TransportError as exc:
-            raise self._unreachable(exc, url) from None
+            raise self._unreachable(exc, request["url"]) from None
 
     async def session_usage(self) -> dict[str, Any]:
         if not self._prices:

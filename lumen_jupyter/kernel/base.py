@@ -14,6 +14,7 @@ import httpx
 
 from . import pricing
 from .attribution import attribution_headers
+from .chat import chat_body
 from .connection import Connection, RawKey, discover
 from .errors import CONNECTION_ERROR, NO_PROFILE_API, LumenAPIError, error_from_body
 from .tally import SESSION
@@ -186,11 +187,34 @@ class ClientBase:
             params["bucket"] = bucket
         return params
 
-    def _stream_headers(self, source: str | None, conversation: str | None) -> dict[str, str]:
-        return attribution_headers(source=source, conversation=conversation)
-
-    def _stream_timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.timeout, read=max(STREAM_READ_TIMEOUT, self.timeout))
+    def _chat_request(
+        self,
+        model: str,
+        messages: Messages,
+        *,
+        stream: bool,
+        max_tokens: int | None,
+        temperature: float | None,
+        conversation: str | None,
+        source: str | None,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """The keyword arguments of one chat call, the same for the sync and async clients:
+        ``url``, ``json``, ``headers`` (attribution) and a ``timeout`` patient with slow models."""
+        body = chat_body(
+            model,
+            pricing.as_messages(messages),
+            stream=stream,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            **extra,
+        )
+        return {
+            "url": self._v1("chat/completions"),
+            "json": body,
+            "headers": attribution_headers(source=source, conversation=conversation),
+            "timeout": httpx.Timeout(self.timeout, read=max(STREAM_READ_TIMEOUT, self.timeout)),
+        }
 
     def _session_usage(self) -> dict[str, Any]:
         return SESSION.snapshot(self._prices)

@@ -23,7 +23,7 @@ from . import pricing
 from .async_client import AsyncLumenClient
 from .attribution import stamp_request
 from .base import DEFAULT_TIMEOUT, ClientBase, Messages
-from .chat import ChatEvent, StreamReader, chat_body, sse_payloads
+from .chat import ChatEvent, StreamReader, sse_payloads
 from .connection import Connection
 from .errors import LumenAPIError
 from .tally import tally_response
@@ -179,24 +179,20 @@ class LumenClient(ClientBase):
         **extra: Any,
     ) -> dict[str, Any]:
         """One chat completion, not streamed: the OpenAI JSON answer."""
-        body = chat_body(
+        request = self._chat_request(
             model,
-            pricing.as_messages(messages),
+            messages,
             stream=False,
             max_tokens=max_tokens,
             temperature=temperature,
-            **extra,
+            conversation=conversation,
+            source=source,
+            extra=extra,
         )
-        url = self._v1("chat/completions")
         try:
-            response = self._http.post(
-                url,
-                json=body,
-                headers=self._stream_headers(source, conversation),
-                timeout=self._stream_timeout(),
-            )
+            response = self._http.post(**request)
         except httpx.TransportError as exc:
-            raise self._unreachable(exc, url) from None
+            raise self._unreachable(exc, request["url"]) from None
         return self._decode(response, model)  # type: ignore[no-any-return]
 
     def stream_chat(
@@ -211,20 +207,18 @@ class LumenClient(ClientBase):
         **extra: Any,
     ) -> Iterator[ChatEvent]:
         """Stream a chat answer: ``Delta`` pieces, then one ``Finished`` with the usage."""
-        body = chat_body(
+        request = self._chat_request(
             model,
-            pricing.as_messages(messages),
+            messages,
             stream=True,
             max_tokens=max_tokens,
             temperature=temperature,
-            **extra,
+            conversation=conversation,
+            source=source,
+            extra=extra,
         )
-        url = self._v1("chat/completions")
-        headers = self._stream_headers(source, conversation)
         try:
-            with self._http.stream(
-                "POST", url, json=body, headers=headers, timeout=self._stream_timeout()
-            ) as response:
+            with self._http.stream("POST", **request) as response:
                 if response.status_code >= 400:
                     response.read()
                     raise self._error(response, model)
@@ -233,7 +227,7 @@ class LumenClient(ClientBase):
                     yield from reader.events(payload)
                 yield reader.finished()
         except httpx.TransportError as exc:
-            raise self._unreachable(exc, url) from None
+            raise self._unreachable(exc, request["url"]) from None
 
     def session_usage(self) -> dict[str, Any]:
         """What this kernel session used, counted from the answers it received."""
