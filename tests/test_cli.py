@@ -496,15 +496,18 @@ def test_works_while_the_server_holds_the_database_and_writes(scene: Scene) -> N
     worker.start()
     started.wait(30)
     try:
+        before = len(calls)
         codes = [main(["--db", scene.url, "grant", "alice", "1"]) for _ in range(grants)]
         codes.append(main(["--db", scene.url, "users"]))
         codes.append(main(["--db", scene.url, "usage", "alice"]))
+        during = len(calls) - before
     finally:
         done.set()
         worker.join(60)
     assert not failures, failures
     assert codes == [0] * (grants + 2), scene.capsys.readouterr().err
-    assert len(calls) > grants  # the server kept writing while the CLI ran
+    # The server kept writing while the CLI ran (how often depends on the machine's load).
+    assert during >= 1
     expected = (20 + 1000 + grants) * MICRO - len(calls) * CALL_COST
     assert server.pool_state(who("alice"))["balance"]["micro"] == expected
     assert consistent(server, "alice")
