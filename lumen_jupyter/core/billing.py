@@ -16,6 +16,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, select, update
 
 from ..store import Store
+from ..store.prepared import HotStatement
 from ..store.schema import requests_log
 from .catalog import ModelSpec, PoolSpec
 from .ledger import (
@@ -32,23 +33,24 @@ from .usage import Usage, record_usage
 DEFAULT_OUTPUT_CAP = 4096
 """Output tokens assumed when a caller sets no ``max_tokens`` and the model has no limit."""
 
-# The hot statements, built once (SQLAlchemy caches their compiled form); they run
-# with parameter dicts.
-_INSERT_REQUEST = requests_log.insert()
-_READ_FACTS = select(
-    requests_log.c.status,
-    requests_log.c.account_id,
-    requests_log.c.reserved_micro,
-    requests_log.c.metered,
-    requests_log.c.model,
-    requests_log.c.source,
-    requests_log.c.key_id,
-    requests_log.c.notebook,
-    requests_log.c.conversation,
-    requests_log.c.created_at,
-).where(requests_log.c.id == bindparam("p_id"))
+# The statements of every model call: compiled once, run on the DB-API connection.
+_INSERT_REQUEST = HotStatement(requests_log.insert().returning(requests_log.c.id))
+_READ_FACTS = HotStatement(
+    select(
+        requests_log.c.status,
+        requests_log.c.account_id,
+        requests_log.c.reserved_micro,
+        requests_log.c.metered,
+        requests_log.c.model,
+        requests_log.c.source,
+        requests_log.c.key_id,
+        requests_log.c.notebook,
+        requests_log.c.conversation,
+        requests_log.c.created_at,
+    ).where(requests_log.c.id == bindparam("p_id"))
+)
 _PENDING = (requests_log.c.id == bindparam("p_id"), requests_log.c.status == "pending")
-_CLAIM_SETTLE = (
+_CLAIM_SETTLE = HotStatement(
     update(requests_log)
     .where(*_PENDING)
     .values(
@@ -62,7 +64,7 @@ _CLAIM_SETTLE = (
         duration_ms=bindparam("p_duration"),
     )
 )
-_CLAIM_RELEASE = (
+_CLAIM_RELEASE = HotStatement(
     update(requests_log)
     .where(*_PENDING)
     .values(
@@ -92,7 +94,7 @@ class RequestFacts:
 
 
 def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
-    row = conn.execute(_READ_FACTS, {"p_id": request_id}).first()
+    row = _READ_FACTS.run(conn, {"p_id": request_id}).first()
     if row is None or row.status != "pending":
         return None
     return RequestFacts(
@@ -192,8 +194,8 @@ def admit(
                 needed_micro=worst_case_micro,
                 next_refill_at=next_refill_at(current.last_refill_at if current else None, pool),
             )
-    result = conn.execute(
-        _INSERT_REQUEST,
+    request_id = _INSERT_REQUEST.run(
+        conn,
         {
             "account_id": ctx.account_id,
             "created_at": now,
@@ -212,10 +214,7 @@ def admit(
             "output_tokens": 0,
             "coins_micro": 0,
         },
-    )
-    primary = result.inserted_primary_key
-    assert primary is not None
-    request_id = int(primary[0])
+    ).scalar()
     if reserved:
         write_ledger(conn, ctx.account_id, "reserve", -reserved, now, request_id=request_id)
     return RequestFacts(
@@ -262,8 +261,8 @@ def settle(
     row = facts if facts is not None else _read_pending(conn, request_id)
     if row is None:
         return None
-    claimed = conn.execute(
-        _CLAIM_SETTLE,
+    claimed = _CLAIM_SETTLE.run(
+        conn,
         {
             "p_id": request_id,
             "p_status": status,
@@ -311,8 +310,8 @@ def release(
     row = facts if facts is not None else _read_pending(conn, request_id)
     if row is None:
         return False
-    claimed = conn.execute(
-        _CLAIM_RELEASE,
+    claimed = _CLAIM_RELEASE.run(
+        conn,
         {
             "p_id": request_id,
             "p_status": status,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, select, update
 
+from ..store.prepared import HotStatement
 from ..store.schema import api_keys
 from .errors import BadRequest, NotFound
 from .keys import generate_key, hash_key, key_hint, looks_like_key
@@ -23,10 +24,12 @@ DRAFT_LIFETIME = timedelta(hours=1)
 MAX_NAME_LENGTH = 100
 
 # Statements of every keyed call, built once (SQLAlchemy caches their compiled form).
-_FIND_BY_HASH = select(
-    api_keys.c.id, api_keys.c.account_id, api_keys.c.name, api_keys.c.status
-).where(api_keys.c.key_hash == bindparam("p_hash"))
-_COUNT_USE = (
+_FIND_BY_HASH = HotStatement(
+    select(api_keys.c.id, api_keys.c.account_id, api_keys.c.name, api_keys.c.status).where(
+        api_keys.c.key_hash == bindparam("p_hash")
+    )
+)
+_COUNT_USE = HotStatement(
     update(api_keys)
     .where(api_keys.c.id == bindparam("p_id"))
     .values(
@@ -139,7 +142,7 @@ def find_active_key(conn: Connection, raw: str, secret: bytes) -> KeyOwner | Non
     random value), so its timing reveals nothing useful about stored keys."""
     if not looks_like_key(raw):
         return None
-    row = conn.execute(_FIND_BY_HASH, {"p_hash": hash_key(raw, secret)}).first()
+    row = _FIND_BY_HASH.run(conn, {"p_hash": hash_key(raw, secret)}).first()
     if row is None or row.status != "active":
         return None
     return KeyOwner(key_id=int(row.id), account_id=int(row.account_id), name=str(row.name))
@@ -154,8 +157,8 @@ def count_use(
     now: datetime,
 ) -> None:
     """Add one call to a key's counters (inside the caller's transaction)."""
-    conn.execute(
-        _COUNT_USE,
+    _COUNT_USE.run(
+        conn,
         {
             "p_id": key_id,
             "p_input": input_tokens,

@@ -14,20 +14,21 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, func, select, update
 
 from ..store import Store
+from ..store.prepared import HotStatement
 from ..store.schema import balances, ledger
 from .catalog import PoolSpec
 from .pools import compute_refill
 
 _REFILL_ATTEMPTS = 8
 
-# The hot statements, built once: SQLAlchemy caches the compiled form of a statement
-# object, so running these with parameter dicts skips building and compiling each time.
-_INSERT_LEDGER = ledger.insert()
-_READ_BALANCE = select(balances.c.balance_micro, balances.c.last_refill_at).where(
+# The statements of every model call: compiled once, run on the DB-API connection.
+_INSERT_LEDGER = HotStatement(ledger.insert())
+_BALANCE = select(balances.c.balance_micro, balances.c.last_refill_at).where(
     balances.c.account_id == bindparam("p_account")
 )
-_READ_BALANCE_FOR_UPDATE = _READ_BALANCE.with_for_update()
-_REFILL = (
+_READ_BALANCE = HotStatement(_BALANCE)
+_READ_BALANCE_FOR_UPDATE = HotStatement(_BALANCE.with_for_update())
+_REFILL = HotStatement(
     update(balances)
     .where(
         balances.c.account_id == bindparam("p_account"),
@@ -36,17 +37,17 @@ _REFILL = (
     )
     .values(balance_micro=bindparam("p_balance"), last_refill_at=bindparam("p_now"))
 )
-_ADD = (
+_ADD = HotStatement(
     update(balances)
     .where(balances.c.account_id == bindparam("p_account"))
     .values(balance_micro=balances.c.balance_micro + bindparam("p_amount"))
 )
-_TAKE = (
+_TAKE = HotStatement(
     update(balances)
     .where(balances.c.account_id == bindparam("p_account"), balances.c.balance_micro > 0)
     .values(balance_micro=balances.c.balance_micro - bindparam("p_amount"))
 )
-_TAKE_STRICT = (
+_TAKE_STRICT = HotStatement(
     update(balances)
     .where(
         balances.c.account_id == bindparam("p_account"),
@@ -73,8 +74,8 @@ def write_ledger(
     request_id: int | None = None,
     note: str | None = None,
 ) -> None:
-    conn.execute(
-        _INSERT_LEDGER,
+    _INSERT_LEDGER.run(
+        conn,
         {
             "account_id": account_id,
             "kind": kind,
@@ -92,7 +93,7 @@ def read_balance(
     """The balance row; ``for_update`` locks it on PostgreSQL until the transaction ends
     (SQLite's write transactions are already exclusive)."""
     query = _READ_BALANCE_FOR_UPDATE if for_update else _READ_BALANCE
-    row = conn.execute(query, {"p_account": account_id}).first()
+    row = query.run(conn, {"p_account": account_id}).first()
     return None if row is None else BalanceRow(int(row[0]), row[1])
 
 
@@ -148,8 +149,8 @@ def refill_if_due(
         outcome = compute_refill(current.balance_micro, current.last_refill_at, now, pool)
         if outcome is None:
             return 0
-        result = conn.execute(
-            _REFILL,
+        result = _REFILL.run(
+            conn,
             {
                 "p_account": account_id,
                 "p_seen_balance": current.balance_micro,
@@ -177,7 +178,7 @@ def add_to_balance(
     note: str | None = None,
 ) -> bool:
     """Add ``amount`` (may be negative) unconditionally; ``False`` if there is no balance."""
-    result = conn.execute(_ADD, {"p_account": account_id, "p_amount": amount})
+    result = _ADD.run(conn, {"p_account": account_id, "p_amount": amount})
     if result.rowcount != 1:
         return False
     if amount:
@@ -191,9 +192,9 @@ def take_from_balance(
     """Reserve ``amount`` if the balance is positive (and, when strict, covers it)."""
     if strict:
         params = {"p_account": account_id, "p_amount": amount, "p_needed": amount}
-        result = conn.execute(_TAKE_STRICT, params)
+        result = _TAKE_STRICT.run(conn, params)
     else:
-        result = conn.execute(_TAKE, {"p_account": account_id, "p_amount": amount})
+        result = _TAKE.run(conn, {"p_account": account_id, "p_amount": amount})
     return result.rowcount == 1
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, select
 
 from ..store import Store
+from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
 from . import billing, keyring
 from .access import may_call, resolve_access
@@ -29,13 +30,17 @@ from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
 from .usage import Counters, Summary, Usage, history, summarize
 
-_USER_POOL = select(
-    user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro
-).where(user_pools.c.account_id == bindparam("p_account"))
-_CONSENT_DIGEST = select(consents.c.notice_digest).where(
-    consents.c.account_id == bindparam("p_account"), consents.c.model == bindparam("p_model")
+_USER_POOL = HotStatement(
+    select(user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro).where(
+        user_pools.c.account_id == bindparam("p_account")
+    )
 )
-"""Statements of every gateway call, built once (SQLAlchemy caches their compiled form)."""
+_CONSENT_DIGEST = HotStatement(
+    select(consents.c.notice_digest).where(
+        consents.c.account_id == bindparam("p_account"), consents.c.model == bindparam("p_model")
+    )
+)
+"""Statements of every gateway call, compiled once and run on the DB-API connection."""
 
 StatusProvider = Callable[[ModelSpec], tuple[str, int, int]]
 """Returns (status, configured endpoints, healthy endpoints) for a model."""
@@ -123,7 +128,7 @@ class LumenService:
         return self._account_ids.get(username)
 
     def _user_pool_override(self, conn: Connection, acct: int) -> PoolSpec | None:
-        row = conn.execute(_USER_POOL, {"p_account": acct}).first()
+        row = _USER_POOL.run(conn, {"p_account": acct}).first()
         if row is None:
             return None
         return PoolSpec(
@@ -387,9 +392,7 @@ class LumenService:
         model = self.catalog.models.get(name)
         if model is None:
             return None
-        digest = conn.execute(
-            _CONSENT_DIGEST, {"p_account": acct, "p_model": name}
-        ).scalar_one_or_none()
+        digest = _CONSENT_DIGEST.run(conn, {"p_account": acct, "p_model": name}).scalar()
         user = self.catalog.user(who.username)
         groups = self.catalog.groups_of(who.username, who.groups)
         return resolve_access(model, user, groups, self.catalog, digest)

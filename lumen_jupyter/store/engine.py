@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from . import schema
+from .prepared import HotStatement
 
 Migration = Callable[[Connection], None]
 
@@ -158,9 +159,11 @@ class Store:
             )
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
-        # statements built once per Store (their compiled form is cached by SQLAlchemy)
-        self._upserts: dict[tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], Any] = {}
-        self._ignores: dict[str, Any] = {}
+        # statements built once per Store, compiled once per dialect
+        self._upserts: dict[
+            tuple[str, tuple[str, ...], tuple[str, ...], tuple[str, ...]], HotStatement
+        ] = {}
+        self._ignores: dict[str, HotStatement] = {}
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -216,8 +219,8 @@ class Store:
     ) -> None:
         """Insert a row, or add ``increments`` to it and overwrite ``replace``.
 
-        The statement is built once per (table, keys, increments, replace) and run with
-        ``values`` as parameters, so SQLAlchemy compiles it once, not on every call.
+        The statement is built once per (table, keys, increments, replace) and runs as
+        a :class:`HotStatement` with ``values`` as parameters.
         """
         cache_key = (table.name, tuple(keys), tuple(increments), tuple(replace))
         stmt = self._upserts.get(cache_key)
@@ -225,9 +228,9 @@ class Store:
             base = self._insert(table)
             updates: dict[str, Any] = {c: table.c[c] + base.excluded[c] for c in increments}
             updates.update({c: base.excluded[c] for c in replace})
-            stmt = base.on_conflict_do_update(index_elements=list(keys), set_=updates)
+            stmt = HotStatement(base.on_conflict_do_update(index_elements=list(keys), set_=updates))
             self._upserts[cache_key] = stmt
-        conn.execute(stmt, dict(values))
+        stmt.run(conn, values)
 
     def insert_ignore(self, conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
         """Insert a row unless its primary key exists; ``True`` when inserted.
@@ -236,11 +239,11 @@ class Store:
         """
         stmt = self._ignores.get(table.name)
         if stmt is None:
-            stmt = (
+            stmt = HotStatement(
                 self._insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
             )
             self._ignores[table.name] = stmt
-        return conn.execute(stmt, dict(values)).first() is not None
+        return stmt.run(conn, values).first() is not None
 
     def _insert(self, table: Table) -> Any:
         """The dialect's INSERT (with ON CONFLICT support) of ``table``."""
