@@ -29,6 +29,7 @@ _FIND_BY_HASH = HotStatement(
         api_keys.c.key_hash == bindparam("p_hash")
     )
 )
+_KEY_STATUS = HotStatement(select(api_keys.c.status).where(api_keys.c.id == bindparam("p_id")))
 _COUNT_USE = HotStatement(
     update(api_keys)
     .where(api_keys.c.id == bindparam("p_id"))
@@ -142,10 +143,20 @@ def find_active_key(conn: Connection, raw: str, secret: bytes) -> KeyOwner | Non
     random value), so its timing reveals nothing useful about stored keys."""
     if not looks_like_key(raw):
         return None
-    row = _FIND_BY_HASH.run(conn, {"p_hash": hash_key(raw, secret)}).first()
+    return find_active_digest(conn, hash_key(raw, secret))
+
+
+def find_active_digest(conn: Connection, digest: str) -> KeyOwner | None:
+    """:func:`find_active_key` for a key already hashed."""
+    row = _FIND_BY_HASH.run(conn, {"p_hash": digest}).first()
     if row is None or row.status != "active":
         return None
     return KeyOwner(key_id=int(row.id), account_id=int(row.account_id), name=str(row.name))
+
+
+def is_active(conn: Connection, key_id: int) -> bool:
+    """Whether the key may still be used (checked again as each call is admitted)."""
+    return bool(_KEY_STATUS.run(conn, {"p_id": key_id}).scalar() == "active")
 
 
 def count_use(

@@ -24,7 +24,14 @@ from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
 from .clock import Clock, SystemClock, isoformat_z
-from .errors import BadRequest, BudgetExhausted, NotFound, PermissionDenied
+from .errors import (
+    AuthenticationFailed,
+    BadRequest,
+    BudgetExhausted,
+    NotFound,
+    PermissionDenied,
+)
+from .keys import hash_key, looks_like_key
 from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
@@ -41,6 +48,9 @@ _CONSENT_DIGEST = HotStatement(
     )
 )
 """Statements of every gateway call, compiled once and run on the DB-API connection."""
+
+_KNOWN_KEYS_LIMIT = 4096
+"""Active keys remembered by digest; the memory is simply dropped when full."""
 
 StatusProvider = Callable[[ModelSpec], tuple[str, int, int]]
 """Returns (status, configured endpoints, healthy endpoints) for a model."""
@@ -111,6 +121,7 @@ class LumenService:
         self.status_provider = status_provider
         self.default_output_cap = billing.DEFAULT_OUTPUT_CAP
         self._account_ids: dict[str, int] = {}
+        self._known_keys: dict[str, keyring.KeyOwner] = {}
 
     # -- accounts and pools -------------------------------------------------------------
 
@@ -230,11 +241,38 @@ class LumenService:
     def revoke_key(self, who: Identity, key_id: int) -> str:
         acct = self.account(who.username)
         with self.store.write() as conn:
-            return keyring.revoke_key(conn, acct, key_id, self.clock.now())
+            outcome = keyring.revoke_key(conn, acct, key_id, self.clock.now())
+        self._forget_key(key_id)
+        return outcome
 
     def key_owner(self, raw: str) -> keyring.KeyOwner | None:
+        """The owner of an active key, from the database."""
+        if not looks_like_key(raw):
+            return None
+        digest = hash_key(raw, self.secret)
         with self.store.read() as conn:
-            return keyring.find_active_key(conn, raw, self.secret)
+            owner = keyring.find_active_digest(conn, digest)
+        if owner is not None:
+            if len(self._known_keys) >= _KNOWN_KEYS_LIMIT:
+                self._known_keys.clear()
+            self._known_keys[digest] = owner
+        return owner
+
+    def known_key_owner(self, raw: str) -> keyring.KeyOwner | None:
+        """The owner of a key found active before, without database work.
+
+        Only for model calls: their admission checks the key again in its own
+        transaction (:meth:`open_call`), so a key revoked by another process is
+        refused there; a key revoked here is forgotten at once.
+        """
+        if not looks_like_key(raw):
+            return None
+        return self._known_keys.get(hash_key(raw, self.secret))
+
+    def _forget_key(self, key_id: int) -> None:
+        for digest, owner in list(self._known_keys.items()):
+            if owner.key_id == key_id:
+                del self._known_keys[digest]
 
     # -- models, access, consent -------------------------------------------------------------
 
@@ -436,6 +474,7 @@ class LumenService:
         """Check access and reserve the worst case of one call, in one transaction."""
         now = self.clock.now()
         with self.store.write() as conn:
+            self._check_key(conn, ctx)
             model = self._callable_model(conn, who, ctx.account_id, model_name)
             output = 0
             if endpoint != "embeddings":
@@ -455,8 +494,17 @@ class LumenService:
         """Reserve ``worst_case`` for a call to ``model`` (access already checked)."""
         now = self.clock.now()
         with self.store.write() as conn:
+            self._check_key(conn, ctx)
             outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now)
         return self._admission_or_raise(outcome)
+
+    def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
+        """A call made with a personal key is admitted only while the key is active."""
+        if ctx.key_id is not None and not keyring.is_active(conn, ctx.key_id):
+            self._forget_key(ctx.key_id)
+            raise AuthenticationFailed(
+                "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
+            )
 
     def _admit(
         self,

@@ -210,6 +210,7 @@ class ModelCallHandler(GatewayHandler):
     """A model call: admit, relay, settle."""
 
     endpoint_kind = "chat"
+    key_checked_on_admission = True
 
     _body: bytearray
     _too_large = False
@@ -493,7 +494,9 @@ class ModelCallHandler(GatewayHandler):
         )
         if endpoint.model != model.name and "model" in data:
             data["model"] = model.name
-        self.send_json(data)
+            self.send_json(data)
+        else:
+            self.send_json_bytes(raw)  # the upstream's answer, byte for byte
         return True
 
     async def relay_stream(

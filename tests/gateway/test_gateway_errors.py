@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,9 +15,11 @@ import httpx
 import openai
 import pytest
 
+from lumen_jupyter.core import keyring
 from lumen_jupyter.core.clock import isoformat_z
 from lumen_jupyter.core.pools import REFILL_PERIOD
 from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.store import Store
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -118,6 +121,33 @@ async def test_key_revoked_between_two_calls(
     kept = books.key(key_id)
     assert kept.status == "revoked" and kept.requests == 1  # the history stays
     assert len(books.requests()) == 1
+    await books.settled()
+
+
+async def test_key_revoked_by_another_process_is_refused_at_admission(
+    aclient: Any, make_key: Any, lumen_app: Any, books: Any, demo: DemoBackend
+) -> None:
+    """The server remembers keys it found active; the admin command or a second server
+    on the same database revokes without telling it, and the next call is still refused."""
+    key_id, key = await make_key()
+    client = aclient(key)
+    await client.chat.completions.create(model="demo-pro", messages=MESSAGES, max_tokens=5)
+    elsewhere = Store(lumen_app.store.url)
+    try:
+        with elsewhere.write() as conn:
+            assert keyring.revoke_key(conn, books.account_id(), key_id, datetime.now(UTC)) == (
+                "revoked"
+            )
+    finally:
+        elsewhere.dispose()
+    balance = books.balance()
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await client.chat.completions.create(model="demo-pro", messages=MESSAGES, max_tokens=5)
+    assert caught.value.status_code == 401
+    assert demo.state.requests["chat_completions"] == 1  # never reached the upstream
+    assert books.balance() == balance and len(books.requests()) == 1  # nothing reserved
+    with pytest.raises(openai.AuthenticationError):  # and it is forgotten, not retried
+        await client.chat.completions.create(model="demo-pro", messages=MESSAGES, max_tokens=5)
     await books.settled()
 
 
