@@ -100,6 +100,10 @@ class Admission:
     """What :func:`billing.admit` recorded, so settling needs no read of the request."""
 
 
+AdmissionOutcome = Admission | tuple[billing.Refusal, ResolvedPool | None]
+"""An admitted call, or why it was refused (raised by ``admission_or_raise``)."""
+
+
 class LumenService:
     """The domain as one object."""
 
@@ -472,16 +476,39 @@ class LumenService:
         max_output_tokens: int | None,
     ) -> Admission:
         """Check access and reserve the worst case of one call, in one transaction."""
-        now = self.clock.now()
         with self.store.write() as conn:
-            self._check_key(conn, ctx)
-            model = self._callable_model(conn, who, ctx.account_id, model_name)
-            output = 0
-            if endpoint != "embeddings":
-                output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
-            worst = billing.worst_case_cost(model, input_tokens, output)
-            outcome = self._admit(conn, who, ctx, model, worst, endpoint, now)
-        return self._admission_or_raise(outcome)
+            outcome = self.open_call_in(
+                conn,
+                who,
+                ctx,
+                model_name,
+                endpoint=endpoint,
+                input_tokens=input_tokens,
+                max_output_tokens=max_output_tokens,
+            )
+        return self.admission_or_raise(outcome)
+
+    def open_call_in(
+        self,
+        conn: Connection,
+        who: Identity,
+        ctx: billing.CallContext,
+        model_name: str,
+        *,
+        endpoint: str,
+        input_tokens: int,
+        max_output_tokens: int | None,
+    ) -> AdmissionOutcome:
+        """:meth:`open_call` inside the caller's write transaction; a refusal is returned,
+        to be raised by :meth:`admission_or_raise` after the commit (a due refill is kept).
+        Access errors (unknown model, consent, revoked key) raise before any write."""
+        self._check_key(conn, ctx)
+        model = self._callable_model(conn, who, ctx.account_id, model_name)
+        output = 0
+        if endpoint != "embeddings":
+            output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
+        worst = billing.worst_case_cost(model, input_tokens, output)
+        return self._admit(conn, who, ctx, model, worst, endpoint, self.clock.now())
 
     def admit(
         self,
@@ -496,7 +523,7 @@ class LumenService:
         with self.store.write() as conn:
             self._check_key(conn, ctx)
             outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now)
-        return self._admission_or_raise(outcome)
+        return self.admission_or_raise(outcome)
 
     def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
         """A call made with a personal key is admitted only while the key is active."""
@@ -515,7 +542,7 @@ class LumenService:
         worst: int,
         endpoint: str,
         now: datetime,
-    ) -> Admission | tuple[billing.Refusal, ResolvedPool | None]:
+    ) -> AdmissionOutcome:
         resolved = self.resolve_pool(conn, who, ctx.account_id)
         outcome = billing.admit(
             self.store,
@@ -534,9 +561,8 @@ class LumenService:
         reserved = worst if self.strict_billing and metered else 0
         return Admission(outcome.request_id, ctx.account_id, model, reserved, outcome)
 
-    def _admission_or_raise(
-        self, outcome: Admission | tuple[billing.Refusal, ResolvedPool | None]
-    ) -> Admission:
+    def admission_or_raise(self, outcome: AdmissionOutcome) -> Admission:
+        """The admission, or the error telling why the call was refused."""
         if isinstance(outcome, Admission):
             return outcome
         raise self._refusal_error(*outcome)
@@ -578,30 +604,61 @@ class LumenService:
         estimated: bool = False,
         http_status: int | None = 200,
     ) -> billing.Settled | None:
-        cost = billing.actual_cost(admission.model, input_tokens, output_tokens)
         with self.store.write() as conn:
-            return billing.settle(
-                self.store,
+            return self.settle_in(
                 conn,
-                admission.request_id,
-                usage=Usage(input_tokens, output_tokens, cost),
+                admission,
+                input_tokens,
+                output_tokens,
                 status=status,
                 estimated=estimated,
                 http_status=http_status,
-                now=self.clock.now(),
-                facts=admission.facts,
             )
+
+    def settle_in(
+        self,
+        conn: Connection,
+        admission: Admission,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        status: str = "ok",
+        estimated: bool = False,
+        http_status: int | None = 200,
+    ) -> billing.Settled | None:
+        """:meth:`settle` inside the caller's write transaction."""
+        return billing.settle(
+            self.store,
+            conn,
+            admission.request_id,
+            usage=Usage(
+                input_tokens,
+                output_tokens,
+                billing.actual_cost(admission.model, input_tokens, output_tokens),
+            ),
+            status=status,
+            estimated=estimated,
+            http_status=http_status,
+            now=self.clock.now(),
+            facts=admission.facts,
+        )
 
     def release(self, admission: Admission, *, status: str, http_status: int | None) -> bool:
         with self.store.write() as conn:
-            return billing.release(
-                conn,
-                admission.request_id,
-                status=status,
-                http_status=http_status,
-                now=self.clock.now(),
-                facts=admission.facts,
-            )
+            return self.release_in(conn, admission, status=status, http_status=http_status)
+
+    def release_in(
+        self, conn: Connection, admission: Admission, *, status: str, http_status: int | None
+    ) -> bool:
+        """:meth:`release` inside the caller's write transaction."""
+        return billing.release(
+            conn,
+            admission.request_id,
+            status=status,
+            http_status=http_status,
+            now=self.clock.now(),
+            facts=admission.facts,
+        )
 
     def reconcile(self, username: str, started_before: datetime) -> int:
         acct = self.account(username)

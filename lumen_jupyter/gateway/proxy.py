@@ -39,6 +39,7 @@ from ..core.errors import (
 from ..core.money import micro_to_coins
 from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
+from ..server.accountant import Accountant
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
 from .ratelimit import RateLimiter
 from .relay import (
@@ -322,15 +323,19 @@ class ModelCallHandler(GatewayHandler):
         max_output = self.max_output(body) if self.endpoint_kind != "embeddings" else None
         self.check_rate_limit(principal)
         try:
-            admission = await self.run(
-                self.service.open_call,
-                self.identity,
-                self.call_context(principal),
-                body["model"],
-                endpoint=self.endpoint_kind,
-                input_tokens=input_tokens,
-                max_output_tokens=max_output,
+            ctx = self.call_context(principal)
+            outcome = await self.accountant.run(
+                lambda conn: self.service.open_call_in(
+                    conn,
+                    self.identity,
+                    ctx,
+                    body["model"],
+                    endpoint=self.endpoint_kind,
+                    input_tokens=input_tokens,
+                    max_output_tokens=max_output,
+                )
             )
+            admission = self.service.admission_or_raise(outcome)
         except (BudgetExhausted, PermissionDenied) as refused:
             self.publish_refusal(refused, body["model"], principal)
             raise
@@ -343,8 +348,39 @@ class ModelCallHandler(GatewayHandler):
                 settled = await self.relay_once(admission, body, input_tokens)
         finally:
             if not settled:
-                await self.run(self.service.release, admission, status="error", http_status=None)
+                await self.accountant.run(
+                    lambda conn: self.service.release_in(
+                        conn, admission, status="error", http_status=None
+                    )
+                )
             self.settings["lumen_events"].publish("usage", {"model": admission.model.name})
+
+    @property
+    def accountant(self) -> Accountant:
+        return self.settings["lumen_accountant"]  # type: ignore[no-any-return]
+
+    async def settle(
+        self,
+        admission: Admission,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        status: str,
+        estimated: bool,
+        http_status: int | None,
+    ) -> None:
+        """Charge the call, in the accountant's next transaction."""
+        await self.accountant.run(
+            lambda conn: self.service.settle_in(
+                conn,
+                admission,
+                input_tokens,
+                output_tokens,
+                status=status,
+                estimated=estimated,
+                http_status=http_status,
+            )
+        )
 
     def publish_refusal(self, error: LumenError, model: str, principal: Principal) -> None:
         """Tell open front ends, so JupyterLab can point at the fix (consent, refill)."""
@@ -447,8 +483,7 @@ class ModelCallHandler(GatewayHandler):
             raise UpstreamTimeout(f"'{model.name}' did not answer in time") from None
         except aiohttp.ClientError:
             if self._client_gone:
-                await self.run(
-                    self.service.settle,
+                await self.settle(
                     admission,
                     input_tokens,
                     0,
@@ -483,8 +518,7 @@ class ModelCallHandler(GatewayHandler):
             ]
             book.note({"choices": choices})
             used_in, used_out = input_tokens, book.output.tokens
-        await self.run(
-            self.service.settle,
+        await self.settle(
             admission,
             used_in,
             used_out,
@@ -583,8 +617,7 @@ class ModelCallHandler(GatewayHandler):
             used_out = book.output.tokens
             estimated = True
         status = "ok" if complete else ("aborted" if self._client_gone else "partial")
-        await self.run(
-            self.service.settle,
+        await self.settle(
             admission,
             used_in,
             used_out,

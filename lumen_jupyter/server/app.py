@@ -29,6 +29,7 @@ from ..core.defaults import embedded_default
 from ..core.keys import load_or_create_secret
 from ..core.service import LumenService
 from ..store import Store, sqlite_url
+from .accountant import Accountant
 from .auth import KERNEL_TOKEN_PREFIX
 from .events import EventHub
 from .handlers import api_routes
@@ -175,11 +176,13 @@ class LumenJupyter(ExtensionApp):
         sqlite_default = self.store.dialect == "sqlite" and not configured
         threads = 1 if sqlite_default else self.db_threads
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
+        self.accountant = Accountant(self.store)
         self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
         self.settings.update(
             {
                 "lumen_service": self.service,
                 "lumen_executor": self.executor,
+                "lumen_accountant": self.accountant,
                 "lumen_identity": self.identity,
                 "lumen_kernel_token": self.kernel_token,
                 "lumen_events": EventHub(),
@@ -197,10 +200,8 @@ class LumenJupyter(ExtensionApp):
         )
 
     def _make_gateway(self) -> Any:
-        try:
-            from ..gateway.proxy import Gateway
-        except ImportError:  # the gateway module is optional until it lands
-            return None
+        from ..gateway.proxy import Gateway
+
         gateway = Gateway(self)
         self.settings["lumen_gateway"] = gateway
         return gateway
@@ -248,5 +249,6 @@ class LumenJupyter(ExtensionApp):
             await self.gateway.close()
         if self.demo is not None:
             await self.demo.stop()
+        self.accountant.close()
         self.executor.shutdown(wait=False)
         self.store.dispose()

@@ -1,0 +1,145 @@
+"""The accountant: one thread that writes the books of model calls, in batches.
+
+Each model call writes twice (its reservation, then its settlement).  Handing
+each write to a thread pool and giving it a transaction of its own cost more
+than the SQL itself: a pool hand-off, a connection checkout, BEGIN and COMMIT,
+and a wake-up of the event loop, per write.  Under load, calls arrive together;
+the accountant takes every write waiting in its queue, runs them one after the
+other in a single transaction, commits once, and wakes the event loop once.
+
+A write that raises (an unknown model, a revoked key, a database error) must
+not take the others down with it: the batch is rolled back and each of its
+writes is run again in a transaction of its own.  Errors raised before any
+write (the access checks) are ordinary answers, so this is rare.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection
+
+from ..store import Store
+
+T = TypeVar("T")
+
+log = logging.getLogger("lumen_jupyter.accountant")
+
+MAX_BATCH = 64
+"""Writes per transaction at most, so that one commit never waits on too much work."""
+
+
+@dataclass
+class _Work(Generic[T]):
+    write: Callable[[Connection], T]
+    future: asyncio.Future[T]
+    outcome: tuple[bool, Any] = field(default=(False, None))
+
+
+_STOP = object()
+
+
+class Accountant:
+    """Runs ``write(conn)`` callables on one thread, many per transaction."""
+
+    def __init__(self, store: Store, *, name: str = "lumen-accountant") -> None:
+        self.store = store
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._started = False
+        self._closed = False
+        self.batches = 0
+        self.writes = 0
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    async def run(self, write: Callable[[Connection], T]) -> T:
+        """Run ``write`` in a write transaction shared with other waiting writes."""
+        if self._closed:
+            raise RuntimeError("the accountant is closed")
+        self.start()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Work(write, future))
+        return await future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish the writes already queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._started:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
+
+    # -- the thread -----------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch: list[_Work[Any]] = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    stop = True
+                    break
+                batch.append(more)
+            self._write(batch)
+            self._hand_back(batch)
+            if stop:
+                return
+
+    def _write(self, batch: list[_Work[Any]]) -> None:
+        self.batches += 1
+        self.writes += len(batch)
+        try:
+            with self.store.write() as conn:
+                for work in batch:
+                    work.outcome = (True, work.write(conn))
+            return
+        except Exception as error:  # handed to the caller
+            if len(batch) == 1:
+                batch[0].outcome = (False, error)
+                return
+        for work in batch:  # rolled back: again one at a time, so a failure stays its own
+            try:
+                with self.store.write() as conn:
+                    work.outcome = (True, work.write(conn))
+            except Exception as error:  # handed to the caller
+                work.outcome = (False, error)
+
+    def _hand_back(self, batch: list[_Work[Any]]) -> None:
+        """Wake each waiting event loop once for the whole batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Work[Any]]] = {}
+        for work in batch:
+            by_loop.setdefault(work.future.get_loop(), []).append(work)
+        for loop, works in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, works)
+            except RuntimeError:  # that loop is closed; nobody waits there any more
+                log.debug("lumen: a loop closed before %d write(s) were handed back", len(works))
+
+
+def _resolve(batch: list[_Work[Any]]) -> None:
+    for work in batch:
+        if work.future.done():
+            continue
+        succeeded, value = work.outcome
+        if succeeded:
+            work.future.set_result(value)
+        else:
+            work.future.set_exception(value)

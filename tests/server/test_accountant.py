@@ -1,0 +1,111 @@
+"""The accountant batches the writes of concurrent calls and keeps each one's outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Connection, func, select
+
+from lumen_jupyter.server.accountant import Accountant
+from lumen_jupyter.store import Store
+from lumen_jupyter.store.schema import accounts
+
+WHEN = datetime(2026, 3, 4, tzinfo=UTC)
+
+
+@pytest.fixture
+def accountant(store: Store) -> Iterator[Accountant]:
+    books = Accountant(store)
+    yield books
+    books.close()
+
+
+def add_account(name: str) -> object:
+    def write(conn: Connection) -> int:
+        inserted = conn.execute(
+            accounts.insert().values(username=name, created_at=WHEN).returning(accounts.c.id)
+        )
+        return int(inserted.scalar_one())
+
+    return write
+
+
+def names(store: Store) -> list[str]:
+    with store.read() as conn:
+        return sorted(conn.execute(select(accounts.c.username)).scalars())
+
+
+async def test_waiting_writes_share_a_transaction(accountant: Accountant, store: Store) -> None:
+    gate = threading.Event()
+
+    def hold(conn: Connection) -> str:
+        gate.wait(10)  # keeps the thread busy while the others queue up
+        return "held"
+
+    first = asyncio.ensure_future(accountant.run(hold))
+    await asyncio.sleep(0.05)
+    others = [asyncio.ensure_future(accountant.run(add_account(f"u{i:02}"))) for i in range(20)]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == "held"
+    ids = await asyncio.gather(*others)
+    assert len(set(ids)) == 20
+    assert names(store) == [f"u{i:02}" for i in range(20)]
+    assert accountant.writes == 21
+    assert accountant.batches == 2  # the held write, then the twenty queued behind it
+
+
+async def test_a_failing_write_fails_alone(accountant: Accountant, store: Store) -> None:
+    gate = threading.Event()
+
+    def hold(conn: Connection) -> None:
+        gate.wait(10)
+
+    def half_done(conn: Connection) -> None:
+        add_account("half")(conn)  # written, then the write fails: must not stay
+        raise ValueError("no such model")
+
+    holder = asyncio.ensure_future(accountant.run(hold))
+    await asyncio.sleep(0.05)
+    before = asyncio.ensure_future(accountant.run(add_account("before")))
+    failing = asyncio.ensure_future(accountant.run(half_done))
+    after = asyncio.ensure_future(accountant.run(add_account("after")))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await holder
+    assert isinstance(await before, int) and isinstance(await after, int)
+    with pytest.raises(ValueError, match="no such model"):
+        await failing
+    assert names(store) == ["after", "before"]
+
+
+async def test_a_single_failing_write_is_not_run_twice(
+    accountant: Accountant, store: Store
+) -> None:
+    runs = []
+
+    def failing(conn: Connection) -> None:
+        runs.append(1)
+        raise LookupError("refused")
+
+    with pytest.raises(LookupError):
+        await accountant.run(failing)
+    assert runs == [1]
+
+
+async def test_close_finishes_queued_writes_and_refuses_new_ones(
+    accountant: Accountant, store: Store
+) -> None:
+    waiting = [asyncio.ensure_future(accountant.run(add_account(f"c{i}"))) for i in range(5)]
+    await asyncio.sleep(0)  # queued
+    await asyncio.get_running_loop().run_in_executor(None, accountant.close)
+    await asyncio.gather(*waiting)
+    assert names(store) == [f"c{i}" for i in range(5)]
+    with pytest.raises(RuntimeError, match="closed"):
+        await accountant.run(add_account("late"))
+    with store.read() as conn:
+        assert conn.execute(select(func.count()).select_from(accounts)).scalar_one() == 5
