@@ -17,7 +17,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
-import aiohttp
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
@@ -41,6 +40,7 @@ from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.accountant import Accountant
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
+from .http_client import ConnectFailed, Disconnected, Response, UpstreamError
 from .ratelimit import RateLimiter
 from .relay import (
     DONE,
@@ -216,7 +216,7 @@ class ModelCallHandler(GatewayHandler):
     _body: bytearray
     _too_large = False
     _client_gone = False
-    _upstream: aiohttp.ClientResponse | None = None
+    _upstream: Response | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._body = bytearray()
@@ -398,7 +398,7 @@ class ModelCallHandler(GatewayHandler):
 
     async def open_upstream(
         self, model: ModelSpec, payload: dict[str, Any], stream: bool
-    ) -> tuple[EndpointSpec, aiohttp.ClientResponse]:
+    ) -> tuple[EndpointSpec, Response]:
         upstreams = self.gateway.upstreams
         candidates = upstreams.candidates(model)
         if not candidates:
@@ -406,30 +406,31 @@ class ModelCallHandler(GatewayHandler):
                 f"No healthy endpoint serves '{model.name}' right now; nothing was charged"
             )
         refused = 0
-        timeout = None if stream else aiohttp.ClientTimeout(total=upstreams.total_timeout)
-        read_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=upstreams.connect_timeout, sock_read=upstreams.total_timeout
-        )
+        # A whole answer must come within the timeout; a stream, each of its pieces.
+        timeout = None if stream else upstreams.total_timeout
+        read_timeout = upstreams.total_timeout if stream else None
         for endpoint in candidates:
             data = json.dumps({**payload, "model": endpoint.model}).encode()
             try:
-                response = await upstreams.session.post(
+                response = await upstreams.client.request(
+                    "POST",
                     f"{endpoint.url}/{self.upstream_path}",
-                    data=data,
                     headers=upstreams.headers(endpoint),
-                    timeout=timeout or read_timeout,
+                    body=data,
+                    timeout=timeout,
+                    read_timeout=read_timeout,
                 )
                 return endpoint, response
-            except aiohttp.ClientConnectorError:
+            except ConnectFailed:
                 refused += 1
                 upstreams.mark_failed(endpoint)
-            except aiohttp.ServerDisconnectedError:
+            except Disconnected:
                 log.warning("lumen: upstream of %s closed the connection early", model.name)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise UpstreamTimeout(
                     f"'{model.name}' did not answer in time; nothing was charged"
                 ) from None
-            except aiohttp.ClientError:
+            except UpstreamError:
                 log.warning("lumen: upstream of %s failed before answering", model.name)
         if refused == len(candidates):
             raise UpstreamUnavailable(
@@ -479,9 +480,9 @@ class ModelCallHandler(GatewayHandler):
         try:
             async with response:
                 raw = await response.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"'{model.name}' did not answer in time") from None
-        except aiohttp.ClientError:
+        except UpstreamError:
             if self._client_gone:
                 await self.settle(
                     admission,
@@ -556,7 +557,7 @@ class ModelCallHandler(GatewayHandler):
             self.set_header("X-Accel-Buffering", "no")
             try:
                 relayed = 0
-                async for batch in sse_data_batches(response.content.iter_any()):
+                async for batch in sse_data_batches(response.chunks()):
                     for payload_line in batch:
                         if payload_line == DONE:
                             done = True
@@ -582,9 +583,9 @@ class ModelCallHandler(GatewayHandler):
                 self._client_gone = True
             except MalformedEvent:
                 failure = "malformed"
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 failure = "timeout"
-            except aiohttp.ClientError:
+            except UpstreamError:
                 failure = None if self._client_gone else "dropped"
             finally:
                 self._upstream = None

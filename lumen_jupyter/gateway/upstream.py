@@ -1,7 +1,7 @@
 """Upstream endpoints: one pooled HTTP client, round-robin routing, health probes.
 
-One long-lived aiohttp session serves every call (building a client per call
-is what made other gateways slow).  Endpoints are picked round-robin among the
+One long-lived HTTP client with keep-alive pools serves every call (building a
+client per call is what made other gateways slow).  Endpoints are picked round-robin among the
 healthy ones; a connection failure marks an endpoint down until the next probe
 sees it answer ``GET /models``.  Credentials are sent upstream and nowhere else.
 """
@@ -16,9 +16,8 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import aiohttp
-
 from ..core.catalog import Catalog, EndpointSpec, ModelSpec
+from .http_client import HttpClient, UpstreamError
 
 log = logging.getLogger("lumen_jupyter.gateway")
 
@@ -71,23 +70,8 @@ class Upstreams:
         self.health: dict[EndpointSpec, EndpointHealth] = {}
         self.traffic: dict[str, ModelTraffic] = {}
         self._cursors: dict[str, itertools.count[int]] = {}
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=512, limit_per_host=256, keepalive_timeout=30, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(
-                    total=self.total_timeout, sock_connect=self.connect_timeout
-                ),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self._headers: dict[EndpointSpec, dict[str, str]] = {}
+        self.client = HttpClient(connect_timeout=connect_timeout)
 
     def _health(self, endpoint: EndpointSpec) -> EndpointHealth:
         found = self.health.get(endpoint)
@@ -131,25 +115,30 @@ class Upstreams:
             return {"last_minute": 0, "last_hour": 0, "last_day": 0}
         return traffic.counts(time.monotonic())
 
-    @staticmethod
-    def headers(endpoint: EndpointSpec) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if endpoint.api_key:
-            headers["Authorization"] = f"Bearer {endpoint.api_key.reveal()}"
-        return headers
+    def headers(self, endpoint: EndpointSpec) -> dict[str, str]:
+        """The request headers for ``endpoint``, its credential included (built once)."""
+        found = self._headers.get(endpoint)
+        if found is None:
+            found = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+            if endpoint.api_key:
+                found["Authorization"] = f"Bearer {endpoint.api_key.reveal()}"
+            self._headers[endpoint] = found
+        return found
 
     async def probe(self, endpoint: EndpointSpec) -> bool:
         """One health check: ``GET <url>/models`` answers 200."""
         state = self._health(endpoint)
         try:
-            async with self.session.get(
+            response = await self.client.request(
+                "GET",
                 f"{endpoint.url}/models",
                 headers=self.headers(endpoint),
-                timeout=aiohttp.ClientTimeout(total=self.probe_timeout),
-            ) as response:
+                timeout=self.probe_timeout,
+            )
+            async with response:
                 await response.read()
                 state.healthy = response.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (UpstreamError, TimeoutError, OSError, ValueError):
             state.healthy = False
         state.checked_at = time.time()
         return state.healthy
@@ -174,5 +163,4 @@ class Upstreams:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self.client.close()

@@ -26,8 +26,6 @@ from sqlalchemy.sql.dml import Insert
 
 Processor = Callable[[Any], Any]
 
-_REQUIRED = object()
-
 
 @dataclass(frozen=True)
 class _Plan:
@@ -36,19 +34,22 @@ class _Plan:
     sql: str
     names: tuple[str, ...]
     constants: Mapping[str, Any]
-    bind: Mapping[str, Processor]
+    processors: tuple[tuple[int, Processor], ...]
+    """(position in ``names``, bind processor) of the parameters whose type has one."""
     positional: bool
     row: type[tuple[Any, ...]] | None
     results: tuple[Processor | None, ...]
 
     def parameters(self, given: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
-        values = []
-        for name in self.names:
-            value = given[name] if name in given else self.constants.get(name, _REQUIRED)
-            if value is _REQUIRED:
-                raise KeyError(f"missing parameter {name!r} for: {self.sql}")
-            process = self.bind.get(name)
-            values.append(value if process is None or value is None else process(value))
+        merged = {**self.constants, **given} if self.constants else given
+        try:
+            values = [merged[name] for name in self.names]
+        except KeyError as missing:
+            raise KeyError(f"missing parameter {missing} for: {self.sql}") from None
+        for position, process in self.processors:
+            value = values[position]
+            if value is not None:
+                values[position] = process(value)
         return values if self.positional else dict(zip(self.names, values, strict=True))
 
 
@@ -112,14 +113,14 @@ class HotStatement:
         )
         names = tuple(compiled.positiontup or compiled.binds)
         constants: dict[str, Any] = {}
-        bind: dict[str, Processor] = {}
-        for name in names:
+        processors: list[tuple[int, Processor]] = []
+        for position, name in enumerate(names):
             parameter = compiled.binds[name]
             if not parameter.required:
                 constants[name] = parameter.effective_value
             process = parameter.type.dialect_impl(dialect).bind_processor(dialect)
             if process is not None:
-                bind[name] = process
+                processors.append((position, process))
         if isinstance(self.statement, Insert):
             constants.update(self._insert_defaults(names, columns))
         returned = list(getattr(self.statement, "exported_columns", ()) or ())
@@ -130,7 +131,7 @@ class HotStatement:
             sql=compiled.string,
             names=names,
             constants=constants,
-            bind=bind,
+            processors=tuple(processors),
             positional=bool(compiled.positional),
             row=row,
             results=tuple(
