@@ -348,8 +348,8 @@ def db_path_cost(config: Path, calls: int = 300) -> dict[str, Any]:
 
     Runs the service calls the gateway makes for one API-key call (key lookup,
     account, open_call = access + reserve + request row, settle = charge + counters)
-    on a fresh SQLite store, then replays the very SQL they sent (captured from the
-    engine) straight through the DB-API: the difference is SQLAlchemy's share.
+    on a fresh SQLite store, then replays the very SQL they sent (captured by SQLite)
+    straight through the DB-API: the difference is the Python around the SQL.
     """
     sys.path.insert(0, str(h.REPO))
     from sqlalchemy import event
@@ -386,35 +386,36 @@ def db_path_cost(config: Path, calls: int = 300) -> dict[str, Any]:
         return ((time.perf_counter() - wall) * 1000 / n, (time.thread_time() - cpu) * 1000 / n)
 
     service_wall, service_cpu = timed(call, calls)
-    captured: list[tuple[str, Any]] = []
+    # The hot statements run on the DB-API connection, out of SQLAlchemy's sight, so
+    # the SQL is captured by SQLite itself (with its parameters filled in).
+    captured: list[str] = []
 
-    def on_sql(_c: Any, _cur: Any, statement: str, params: Any, _ctx: Any, _m: bool) -> None:
-        captured.append((statement, params))
+    def on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        dbapi_conn.set_trace_callback(captured.append)
 
-    def on_commit(_conn: Any) -> None:
-        captured.append(("COMMIT", None))
+    def on_checkin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_trace_callback(None)
 
-    event.listen(store.engine, "before_cursor_execute", on_sql)
-    event.listen(store.engine, "commit", on_commit)
+    event.listen(store.engine, "checkout", on_checkout)
+    event.listen(store.engine, "checkin", on_checkin)
     call()
-    event.remove(store.engine, "before_cursor_execute", on_sql)
-    event.remove(store.engine, "commit", on_commit)
+    event.remove(store.engine, "checkout", on_checkout)
+    event.remove(store.engine, "checkin", on_checkin)
     raw = store.engine.raw_connection()
-    cursor = raw.cursor()
+    driver = raw.dbapi_connection
+    assert driver is not None
+    driver.isolation_level = None  # the captured SQL has its own BEGIN and COMMIT
 
     def replay() -> None:
-        for statement, params in captured:
-            if statement == "COMMIT":
-                raw.commit()
-                continue
-            cursor.execute(statement, params)
+        for statement in captured:
+            cursor = driver.execute(statement)
             if cursor.description is not None:
                 cursor.fetchall()
 
     replay_wall, replay_cpu = timed(replay, calls)
     raw.close()
     store.dispose()
-    statements = [s for s, _ in captured if s != "COMMIT"]
+    statements = [s for s in captured if s != "COMMIT"]
     return {
         "calls": calls,
         "statements_per_call": len(statements),
@@ -466,6 +467,8 @@ def profile_lumen(lumen: Target, seconds: float, cpus: str | None, out_dir: Path
     if prof.returncode != 0 or not raw.exists():
         return {"error": f"py-spy failed: {err.decode(errors='replace')[-500:]}"}
     report = summarize_profile(raw.read_text())
+    h.RESULTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(raw, h.RESULTS / f"py-spy-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt")
     report["rps_while_profiled"] = load["rps"]
     return report
 
@@ -476,16 +479,17 @@ CATEGORIES = [
     ("sqlalchemy", "sqlalchemy/"),
     ("lumen core (service, billing, ledger, usage)", "lumen_jupyter/core/"),
     ("lumen store", "lumen_jupyter/store/"),
+    ("upstream HTTP client", "gateway/http_client.py"),
     ("lumen gateway", "lumen_jupyter/gateway/"),
     ("lumen server auth/handlers", "lumen_jupyter/server/"),
     ("json", "json/"),
-    ("aiohttp (upstream client)", "aiohttp/"),
     ("jupyter_server", "jupyter_server/"),
     ("tornado", "tornado/"),
     ("asyncio / executor", "asyncio/"),
     ("concurrent.futures / threading", "concurrent/"),
     ("threading", "threading.py"),
     ("logging", "logging/"),
+    ("prometheus metrics", "prometheus_client/"),
 ]
 
 
@@ -508,7 +512,11 @@ def summarize_profile(text: str) -> dict[str, Any]:
         name = (
             "event loop (MainThread)"
             if "MainThread" in thread or "main" in thread.lower()
-            else ("lumen-db executor" if "lumen-db" in thread else thread.split(" ")[0])
+            else (
+                "lumen-db executor"
+                if "lumen-db" in thread
+                else ("accountant" if "accountant" in thread else thread.split(" ")[0])
+            )
         )
         by_thread[name] += count
         if frames:
