@@ -14,9 +14,11 @@ import json
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
+from sqlalchemy import Connection
 from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
@@ -57,7 +59,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("lumen_jupyter.gateway")
 
+T = TypeVar("T")
+
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+QUIET_CALLS = 2
+"""Model calls in flight up to which the books are written at once rather than batched."""
 YIELD_EVERY_EVENTS = 64
 """While relaying a large upstream read, give other requests a turn this often."""
 
@@ -98,6 +104,7 @@ class Gateway:
         self.max_request_bytes = app.max_request_bytes
         self.health_interval = app.health_interval
         self.started = int(time.time())
+        self.calls_in_flight = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def routes(self, prefix: str) -> list[tuple[str, type[LumenHandler]]]:
@@ -316,6 +323,13 @@ class ModelCallHandler(GatewayHandler):
 
     @lumen_endpoint("write")
     async def post(self) -> None:
+        self.gateway.calls_in_flight += 1
+        try:
+            await self.call()
+        finally:
+            self.gateway.calls_in_flight -= 1
+
+    async def call(self) -> None:
         principal = self._principal
         assert principal is not None
         body = self.parse_body()
@@ -324,7 +338,7 @@ class ModelCallHandler(GatewayHandler):
         self.check_rate_limit(principal)
         try:
             ctx = self.call_context(principal)
-            outcome = await self.accountant.run(
+            outcome = await self.book(
                 lambda conn: self.service.open_call_in(
                     conn,
                     self.identity,
@@ -348,7 +362,7 @@ class ModelCallHandler(GatewayHandler):
                 settled = await self.relay_once(admission, body, input_tokens)
         finally:
             if not settled:
-                await self.accountant.run(
+                await self.book(
                     lambda conn: self.service.release_in(
                         conn, admission, status="error", http_status=None
                     )
@@ -358,6 +372,12 @@ class ModelCallHandler(GatewayHandler):
     @property
     def accountant(self) -> Accountant:
         return self.settings["lumen_accountant"]  # type: ignore[no-any-return]
+
+    async def book(self, write: Callable[[Connection], T]) -> T:
+        """Write to the books: at once while the gateway is quiet (latency), else in the
+        accountant's next batch (throughput)."""
+        quiet = self.gateway.calls_in_flight <= QUIET_CALLS
+        return await self.accountant.run(write, at_once=quiet)
 
     async def settle(
         self,
@@ -370,7 +390,7 @@ class ModelCallHandler(GatewayHandler):
         http_status: int | None,
     ) -> None:
         """Charge the call, in the accountant's next transaction."""
-        await self.accountant.run(
+        await self.book(
             lambda conn: self.service.settle_in(
                 conn,
                 admission,

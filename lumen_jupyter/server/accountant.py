@@ -84,11 +84,16 @@ class Accountant:
             self._started = True
             self._thread.start()
 
-    async def run(self, write: Callable[[Connection], T]) -> T:
-        """Run ``write`` in a write transaction shared with other waiting writes."""
+    async def run(self, write: Callable[[Connection], T], *, at_once: bool = True) -> T:
+        """Run ``write`` in a write transaction shared with other waiting writes.
+
+        ``at_once``: the caller would rather have this write made now, on the event
+        loop, if nothing is queued (SQLite files only).  Under load a caller says no,
+        so that writes are batched.
+        """
         if self._closed:
             raise RuntimeError("the accountant is closed")
-        if self.inline and not self._pending:
+        if at_once and self.inline and not self._pending:
             written, value = self._write_now(write)
             if written:
                 return cast(T, value)

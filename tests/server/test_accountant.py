@@ -146,6 +146,11 @@ async def test_an_idle_accountant_writes_on_the_event_loop(inline: Accountant) -
     assert names(inline.store) == ["now"]
 
 
+async def test_a_busy_caller_asks_for_the_batch(inline: Accountant) -> None:
+    assert await inline.run(where, at_once=False) == "lumen-accountant"
+    assert (inline.inline_writes, inline.batches) == (0, 1)
+
+
 async def test_a_locked_database_sends_the_write_to_the_thread(inline: Accountant) -> None:
     database = inline.store.engine.url.database
     assert database is not None
