@@ -4,8 +4,10 @@ Each model call writes twice (its reservation, then its settlement).  Handing
 each write to a thread pool and giving it a transaction of its own cost more
 than the SQL itself: a pool hand-off, a connection checkout, BEGIN and COMMIT,
 and a wake-up of the event loop, per write.  Under load, calls arrive together;
-the accountant takes every write waiting in its queue, runs them one after the
-other in a single transaction, commits once, and wakes the event loop once.
+the event loop hands the writes of one turn over together (one wake-up of the
+thread), and the accountant takes every write waiting in its queue, runs them one
+after the other in a single transaction, commits once, and wakes the event loop
+once.
 
 A write that raises (an unknown model, a revoked key, a database error) must
 not take the others down with it: the batch is rolled back and each of its
@@ -73,6 +75,7 @@ class Accountant:
         self._started = False
         self._closed = False
         self._pending = 0  # writes queued and not yet handed back (touched on the loop only)
+        self._outbox: list[_Work[Any]] = []  # writes of this turn of the loop, sent together
         self._inline_conn: Connection | None = None
         self.batches = 0
         self.writes = 0
@@ -98,10 +101,18 @@ class Accountant:
             if written:
                 return cast(T, value)
         self.start()
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._pending += 1
-        self._queue.put(_Work(write, future))
+        self._outbox.append(_Work(write, future))
+        if len(self._outbox) == 1:  # hand over once per turn of the loop, not per write
+            loop.call_soon(self._send)
         return await future
+
+    def _send(self) -> None:
+        works, self._outbox = self._outbox, []
+        if works:
+            self._queue.put(works)
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish the writes already queued, then stop the thread."""
@@ -109,6 +120,7 @@ class Accountant:
             return
         self._closed = True
         if self._started:
+            self._send()  # writes of this turn of the loop not handed over yet
             self._queue.put(_STOP)
             self._thread.join(timeout)
         if self._inline_conn is not None:
@@ -154,7 +166,7 @@ class Accountant:
             if first is _CHECKPOINT:
                 self._checkpoint()
                 continue
-            batch: list[_Work[Any]] = [first]
+            batch: list[_Work[Any]] = list(first)
             stop = False
             while len(batch) < MAX_BATCH:
                 try:
@@ -166,7 +178,7 @@ class Accountant:
                     break
                 if more is _CHECKPOINT:
                     continue  # the batch's own commit may checkpoint
-                batch.append(more)
+                batch.extend(more)
             self._write(batch)
             self._hand_back(batch)
             if stop:

@@ -231,12 +231,28 @@ class LumenJupyter(ExtensionApp):
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)  # type: ignore[no-untyped-call]
         self._publish_kernel_environment()  # the port is final once the server listens
+        self._route_first()
         if self.gateway is not None:
             self.gateway.start_background_tasks()
         # Move everything alive after start-up out of the collector's reach: a full
         # collection of the running server then takes ~1.5 ms instead of ~190 ms.
         gc.collect()
         gc.freeze()
+
+    def _route_first(self) -> None:
+        """Let tornado try lumen's routes before those of the other extensions.
+
+        tornado tries the extensions' rules in the order they were added, each a
+        regular expression: a model call went through the rules of every extension
+        loaded before this one (~4 % of its CPU).  Every lumen pattern starts with
+        ``<base_url>lumen/``, so trying them first takes no route from anyone.
+        """
+        server = self.serverapp
+        assert server is not None
+        rules = server.web_app.default_router.rules
+        ours = [rule for rule in rules if _serves_lumen(rule)]
+        if ours:
+            rules[:] = ours + [rule for rule in rules if rule not in ours]
 
     def initialize_handlers(self) -> None:
         # jupyter_server prefixes every pattern with base_url.
@@ -252,3 +268,12 @@ class LumenJupyter(ExtensionApp):
         self.accountant.close()
         self.executor.shutdown(wait=False)
         self.store.dispose()
+
+
+def _serves_lumen(rule: Any) -> bool:
+    """Whether a host rule of the tornado application holds lumen's handlers."""
+    inner = getattr(rule.target, "rules", None) or []
+    return any(
+        getattr(getattr(each, "target", None), "__module__", "").startswith("lumen_jupyter.")
+        for each in inner
+    )

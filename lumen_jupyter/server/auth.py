@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from jupyter_server.auth import User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.log import log_request as jupyter_log_request
-from jupyter_server.prometheus.log_functions import prometheus_log_method
+from jupyter_server.prometheus.metrics import HTTP_REQUEST_DURATION_SECONDS
 from tornado import web
 
 from ..core.accounts import Identity
@@ -221,7 +221,7 @@ class LumenHandler(APIHandler):
             and not shows_debug(self.log)
         ):
             if log_function.keywords.get("record_prometheus_metrics", True):
-                prometheus_log_method(self)  # type: ignore[no-untyped-call]
+                record_request_time(self)
             return
         super()._log()
 
@@ -229,6 +229,22 @@ class LumenHandler(APIHandler):
         if isinstance(value, LumenError):
             return  # an expected answer, already sent as JSON; nothing secret to log
         super().log_exception(typ, value, tb)
+
+
+_TIMERS: dict[tuple[str, type, int], Any] = {}
+
+
+def record_request_time(handler: web.RequestHandler) -> None:
+    """jupyter_server's request-duration metric, with its labelled child looked up
+    once per (method, handler, status) instead of on every request."""
+    key = (handler.request.method or "", type(handler), handler.get_status())
+    timer = _TIMERS.get(key)
+    if timer is None:
+        cls = type(handler)
+        timer = _TIMERS[key] = HTTP_REQUEST_DURATION_SECONDS.labels(
+            method=key[0], handler=f"{cls.__module__}.{cls.__name__}", status_code=key[2]
+        )
+    timer.observe(handler.request.request_time())
 
 
 def shows_debug(logger: logging.Logger) -> bool:
