@@ -244,8 +244,12 @@ class ModelCallHandler(GatewayHandler):
             return
         self._body += chunk
         if len(self._body) > self.gateway.max_request_bytes:
+            # A body without a declared length (chunked) shows its size only now:
+            # answer at once and let tornado close the connection instead of reading
+            # the rest of it.
             self._too_large = True
             self._body = bytearray()
+            self.send_error_json(PayloadTooLarge(self._too_large_message()))
 
     def on_connection_close(self) -> None:
         self._client_gone = True
@@ -323,6 +327,8 @@ class ModelCallHandler(GatewayHandler):
 
     @lumen_endpoint("write")
     async def post(self) -> None:
+        if self._finished:  # answered 413 while the body was still arriving
+            return
         self.gateway.calls_in_flight += 1
         try:
             await self.call()
