@@ -29,9 +29,12 @@ from urllib.parse import urlsplit
 MAX_HEAD = 64 * 1024
 """Longest response head accepted (status line and headers)."""
 
-PAUSE_ABOVE = 1024 * 1024
-RESUME_BELOW = 256 * 1024
+PAUSE_ABOVE = 256 * 1024
+RESUME_BELOW = 64 * 1024
 """Buffered bytes at which reading from the upstream pauses, and resumes."""
+
+MAX_PIECE = 64 * 1024
+"""Most body bytes handed out at once: the relay parses a piece without yielding."""
 
 
 class UpstreamError(Exception):
@@ -190,6 +193,11 @@ class Response:
         if self._complete:
             self._release()
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received from the upstream and not handed out yet."""
+        return len(self._conn.buffer) if self._conn is not None else 0
+
     async def __aenter__(self) -> Response:
         return self
 
@@ -202,7 +210,8 @@ class Response:
         return b"".join(pieces)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: each piece is everything available at that moment."""
+        """The body as it arrives: each piece is what is available at that moment, up to
+        :data:`MAX_PIECE` bytes."""
         while not self._complete:
             conn = self._conn
             if conn is None:
@@ -243,9 +252,9 @@ class Response:
         buffer = conn.buffer
         if not self._chunked:
             if self._remaining is None:
-                data = bytes(buffer)
+                data = bytes(buffer[:MAX_PIECE])
             else:
-                data = bytes(buffer[: self._remaining])
+                data = bytes(buffer[: min(self._remaining, MAX_PIECE)])
                 self._remaining -= len(data)
                 self._complete = self._remaining == 0
             conn.consumed(len(data))
@@ -269,7 +278,7 @@ class Response:
                 self._chunk_state = "data" if size else "trailer"
             elif self._chunk_state == "data":
                 assert self._remaining is not None
-                take = min(self._remaining, len(buffer) - position)
+                take = min(self._remaining, len(buffer) - position, MAX_PIECE - len(out))
                 if take == 0:
                     break
                 out += buffer[position : position + take]
