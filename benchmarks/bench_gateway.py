@@ -687,6 +687,20 @@ def main() -> None:
                 )
     measured_s = time.perf_counter() - t_start
 
+    # The platform's floor: jupyter_server's own simplest authenticated endpoint, in the
+    # same process, same pinning - what any extension's request costs before its work.
+    floor_target = Target(
+        "jupyter GET /api", lumen_server.port, "/api", lumen_server.auth, lumen_server.pid
+    )
+    floor = phase(
+        floor_target, {"concurrency": 16, "duration": args.duration, "warmup": 200}, aux_cpus
+    )
+    print(
+        f"  floor: jupyter GET /api at c=16 {floor['rps']:.0f}/s, cpu/req "
+        f"{floor['gateway_cpu_ms_per_request'] or 0:.3f} ms",
+        flush=True,
+    )
+
     # event-loop stalls in the lumen server
     lumen = targets[1]
     stalls: dict[str, Any] = {}
@@ -768,6 +782,7 @@ def main() -> None:
         "targets": TARGETS_DOC,
         "litellm_error": litellm_error if len(targets) < 3 else None,
         "phases": phases,
+        "platform_floor": floor,
         "summary": summarize(phases),
         "event_loop": stalls,
         "large_stream": memory,

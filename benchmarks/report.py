@@ -150,11 +150,19 @@ def gateway_tables(data: dict[str, Any]) -> str:
         f"{m['direct_mb_per_s_100k_tokens']} MB/s); gateway RSS {m['rss_before_kb'] / 1024:.1f}"
         f" MiB before, peak {m['rss_peak_kb'] / 1024:.1f} MiB (+{m['rss_growth_kb']} kB)."
     )
+    floor = data.get("platform_floor")
+    if floor:
+        out.append("")
+        out.append(
+            f"Platform floor, same process and pinning: jupyter_server's own `GET /api` at "
+            f"c=16 answers {floor['rps']:.0f} req/s for "
+            f"{floor['gateway_cpu_ms_per_request']:.2f} ms of CPU per request."
+        )
     d = data["db_path"]
     out.append("")
     out.append(
         f"Database work of one call, in-process: {d['statements_per_call']} statements in "
-        f"{d['transactions_per_call']} transactions; through the service (SQLAlchemy Core) "
+        f"{d['transactions_per_call']} transactions; through the service "
         f"{d['service_cpu_ms_per_call']} ms CPU; the same SQL replayed on the DB-API "
         f"{d['raw_replay_cpu_ms_per_call']} ms CPU."
     )
