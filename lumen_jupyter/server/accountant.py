@@ -44,7 +44,8 @@ T = TypeVar("T")
 log = logging.getLogger("lumen_jupyter.accountant")
 
 MAX_BATCH = 64
-"""Writes per transaction at most, so that one commit never waits on too much work."""
+"""A batch takes no more waiting writes once it holds this many (one turn of the event
+loop's writes always stay together), so that a commit never waits on too much work."""
 
 CHECKPOINT_EVERY = 256
 """Writes made on the event loop between two checkpoints of SQLite's log by the thread."""
