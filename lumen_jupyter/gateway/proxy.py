@@ -62,8 +62,6 @@ log = logging.getLogger("lumen_jupyter.gateway")
 T = TypeVar("T")
 
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
-QUIET_CALLS = 2
-"""Model calls in flight up to which the books are written at once rather than batched."""
 YIELD_EVERY_EVENTS = 64
 """While relaying a large upstream read, give other requests a turn this often."""
 
@@ -104,7 +102,6 @@ class Gateway:
         self.max_request_bytes = app.max_request_bytes
         self.health_interval = app.health_interval
         self.started = int(time.time())
-        self.calls_in_flight = 0
         self._tasks: list[asyncio.Task[None]] = []
 
     def routes(self, prefix: str) -> list[tuple[str, type[LumenHandler]]]:
@@ -329,13 +326,6 @@ class ModelCallHandler(GatewayHandler):
     async def post(self) -> None:
         if self._finished:  # answered 413 while the body was still arriving
             return
-        self.gateway.calls_in_flight += 1
-        try:
-            await self.call()
-        finally:
-            self.gateway.calls_in_flight -= 1
-
-    async def call(self) -> None:
         principal = self._principal
         assert principal is not None
         body = self.parse_body()
@@ -380,10 +370,8 @@ class ModelCallHandler(GatewayHandler):
         return self.settings["lumen_accountant"]  # type: ignore[no-any-return]
 
     async def book(self, write: Callable[[Connection], T]) -> T:
-        """Write to the books: at once while the gateway is quiet (latency), else in the
-        accountant's next batch (throughput)."""
-        quiet = self.gateway.calls_in_flight <= QUIET_CALLS
-        return await self.accountant.run(write, at_once=quiet)
+        """Write to the books, in the accountant's next transaction (off the event loop)."""
+        return await self.accountant.run(write)
 
     async def settle(
         self,

@@ -142,11 +142,8 @@ class Store:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
-        self.sqlite_file = False
-        """A SQLite database in a file (not in memory): its connections are independent."""
         if self.dialect == "sqlite":
             database = parsed.database or ""
-            self.sqlite_file = database not in ("", ":memory:")
             if database and database != ":memory:":
                 Path(database).parent.mkdir(parents=True, exist_ok=True)
             self.engine: Engine = create_engine(
