@@ -397,10 +397,13 @@ async def test_chunked_50mb_body_is_413_as_soon_as_it_passes_the_limit(
         yield b"0\r\n\r\n"
 
     answer, sent, elapsed = await _raw_request(gateway_url, head, body)
-    # Without a declared length the size shows only while reading: the answer comes
-    # as soon as the 10 MB limit is passed, and the connection is closed.
-    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert b"payload_too_large" in answer
+    # Without a declared length the size shows only while reading: the 413 goes out as
+    # soon as the 10 MB limit is passed and the connection is closed. A client still
+    # sending may see that close (a reset) before it reads the 413, so an empty answer is
+    # allowed; tornado's bare 400 at twice the limit is not.
+    if answer:
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b"payload_too_large" in answer
     assert sent < 20 * len(block), sent
     assert elapsed < 5
     assert demo.state.requests["chat_completions"] == 0
