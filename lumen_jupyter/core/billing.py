@@ -2,10 +2,14 @@
 
 A call is admitted only when its worst-case cost is reserved atomically (or, in
 Lumen's soft mode, when the balance is positive), so concurrent calls can never
-overspend a pool.  Every path ends in :func:`settle` or :func:`release`; calls
-left pending by a crash are released by :func:`reconcile` at start-up.  The
-request row, the ledger rows, the usage counters and the key counters of one
-call commit together.
+overspend a pool.  The worst case is also the call's *cap*: whatever an upstream
+reports, a call is charged at most its cap, and anything above it is recorded as
+an overrun for the admin instead of being billed to the user.  Every path ends in
+:func:`settle` or :func:`release`; a stream records what it has delivered as it
+goes (:func:`record_progress`), so the calls of a server that died are settled
+for what they delivered by :mod:`lumen_jupyter.core.recovery`.  The request row,
+the ledger rows, the usage counters and the key counters of one call commit
+together.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from .usage import Usage, record_usage
 DEFAULT_OUTPUT_CAP = 4096
 """Output tokens assumed when a caller sets no ``max_tokens`` and the model has no limit."""
 
+OUTPUT_CEILING = 1_000_000
+"""Most output tokens a call may ask for from a model that declares no limit at all."""
+
 # The statements of every model call: compiled once, run on the DB-API connection.
 _INSERT_REQUEST = HotStatement(requests_log.insert().returning(requests_log.c.id))
 _READ_FACTS = HotStatement(
@@ -47,6 +54,7 @@ _READ_FACTS = HotStatement(
         requests_log.c.notebook,
         requests_log.c.conversation,
         requests_log.c.created_at,
+        requests_log.c.cap_micro,
     ).where(requests_log.c.id == bindparam("p_id"))
 )
 _PENDING = (requests_log.c.id == bindparam("p_id"), requests_log.c.status == "pending")
@@ -59,10 +67,14 @@ _CLAIM_SETTLE = HotStatement(
         input_tokens=bindparam("p_input"),
         output_tokens=bindparam("p_output"),
         coins_micro=bindparam("p_coins"),
+        overrun_micro=bindparam("p_overrun"),
         estimated=bindparam("p_estimated"),
         http_status=bindparam("p_http"),
         duration_ms=bindparam("p_duration"),
     )
+)
+_PROGRESS = HotStatement(
+    update(requests_log).where(*_PENDING).values(output_tokens=bindparam("p_output"))
 )
 _CLAIM_RELEASE = HotStatement(
     update(requests_log)
@@ -72,6 +84,9 @@ _CLAIM_RELEASE = HotStatement(
         finished_at=bindparam("p_now"),
         http_status=bindparam("p_http"),
         duration_ms=bindparam("p_duration"),
+        # a released call used nothing: clear the estimate and progress it carried
+        input_tokens=0,
+        output_tokens=0,
     )
 )
 
@@ -91,6 +106,8 @@ class RequestFacts:
     notebook: str | None
     conversation: str | None
     created_at: datetime
+    cap_micro: int = 0
+    """The most the call may be charged: its worst-case cost."""
 
 
 def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
@@ -108,6 +125,7 @@ def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
         notebook=row.notebook,
         conversation=row.conversation,
         created_at=row.created_at,
+        cap_micro=int(row.cap_micro or 0),
     )
 
 
@@ -136,16 +154,17 @@ class Refusal:
 def output_budget(
     model: ModelSpec, requested: int | None, default_cap: int = DEFAULT_OUTPUT_CAP
 ) -> int:
-    """The most output tokens a call may produce, for the worst-case reservation.
+    """The most output tokens a call may produce: reserved, and forwarded upstream as
+    the call's ``max_tokens``, so the reservation bounds what the upstream may bill.
 
-    The caller's ``max_tokens`` when given (never above the model's own limit);
-    else the model's limit; else ``default_cap``.  Without a cap, a call with no
-    ``max_tokens`` would have to reserve a whole budget.
+    The caller's ``max_tokens`` when given, never above the model's own limit (or,
+    for a model that declares none, its context length or :data:`OUTPUT_CEILING`);
+    without one, the model's limit, else ``default_cap``.
     """
-    cap = model.max_output_tokens or default_cap
     if requested is None or requested <= 0:
-        return cap
-    return min(requested, cap) if model.max_output_tokens else requested
+        return model.max_output_tokens or default_cap
+    limit = model.max_output_tokens or model.max_model_len or OUTPUT_CEILING
+    return min(requested, limit)
 
 
 def worst_case_cost(model: ModelSpec, input_tokens: int, max_output_tokens: int) -> int:
@@ -174,9 +193,14 @@ def admit(
     worst_case_micro: int,
     strict: bool,
     now: datetime,
+    input_tokens: int = 0,
+    instance_id: str | None = None,
 ) -> RequestFacts | Refusal:
     """Reserve and open a pending request; returns its facts (``request_id`` and what
-    :func:`settle` and :func:`release` need), or why it was refused."""
+    :func:`settle` and :func:`release` need), or why it was refused.
+
+    The request row holds the input estimate (billed with the delivered output if
+    the server dies mid-call) and the instance serving it (see ``recovery``)."""
     if pool is None:
         return Refusal("no_pool")
     if pool.blocked:
@@ -207,10 +231,13 @@ def admit(
             "cell": ctx.cell,
             "conversation": ctx.conversation,
             "reserved_micro": reserved,
+            "cap_micro": worst_case_micro,
+            "overrun_micro": 0,
+            "instance_id": instance_id,
             "status": "pending",
             "metered": metered,
             "estimated": False,
-            "input_tokens": 0,
+            "input_tokens": input_tokens,
             "output_tokens": 0,
             "coins_micro": 0,
         },
@@ -228,6 +255,7 @@ def admit(
         notebook=ctx.notebook,
         conversation=ctx.conversation,
         created_at=now,
+        cap_micro=worst_case_micro,
     )
 
 
@@ -237,6 +265,16 @@ class Settled:
     coins_micro: int
     input_tokens: int
     output_tokens: int
+    overrun_micro: int = 0
+    """What the reported usage would have cost above the call's cap (not billed)."""
+
+
+def record_progress(conn: Connection, request_id: int, output_tokens: int) -> bool:
+    """Note the output a pending call has delivered so far (billed if its server dies).
+
+    Returns ``False`` when the call is no longer pending."""
+    result = _PROGRESS.run(conn, {"p_id": request_id, "p_output": output_tokens})
+    return result.rowcount == 1
 
 
 def settle(
@@ -251,16 +289,21 @@ def settle(
     now: datetime,
     facts: RequestFacts | None = None,
 ) -> Settled | None:
-    """Charge the real cost of a pending call and count its usage.
+    """Charge the real cost of a pending call, never above its cap, and count its usage.
 
     ``status`` is ``ok`` or ``aborted`` (a stream cut short, billed for what was
-    delivered).  Returns ``None`` when the call was already settled or released.
+    delivered).  A cost above the cap is charged as the cap, and the difference is
+    recorded on the request as its overrun.  Returns ``None`` when the call was
+    already settled or released.
     ``facts``, as :func:`admit` returned them, spare reading the request back; the
     claim is still one conditional UPDATE on its ``pending`` status.
     """
     row = facts if facts is not None else _read_pending(conn, request_id)
     if row is None:
         return None
+    charged = min(usage.coins_micro, row.cap_micro)
+    overrun = usage.coins_micro - charged
+    usage = Usage(usage.input_tokens, usage.output_tokens, charged)
     claimed = _CLAIM_SETTLE.run(
         conn,
         {
@@ -269,7 +312,8 @@ def settle(
             "p_now": now,
             "p_input": usage.input_tokens,
             "p_output": usage.output_tokens,
-            "p_coins": usage.coins_micro,
+            "p_coins": charged,
+            "p_overrun": overrun,
             "p_estimated": estimated,
             "p_http": http_status,
             "p_duration": _duration_ms(row.created_at, now),
@@ -292,7 +336,7 @@ def settle(
         now=now,
         conversation=row.conversation,
     )
-    return Settled(request_id, usage.coins_micro, usage.input_tokens, usage.output_tokens)
+    return Settled(request_id, charged, usage.input_tokens, usage.output_tokens, overrun)
 
 
 def release(
@@ -332,22 +376,6 @@ def release(
             request_id=request_id,
         )
     return True
-
-
-def reconcile(conn: Connection, account_id: int, started_before: datetime, now: datetime) -> int:
-    """Release reservations a crash left open; returns how many."""
-    pending = conn.execute(
-        select(requests_log.c.id).where(
-            requests_log.c.account_id == account_id,
-            requests_log.c.status == "pending",
-            requests_log.c.created_at < started_before,
-        )
-    ).all()
-    released = 0
-    for (request_id,) in pending:
-        if release(conn, int(request_id), status="abandoned", http_status=None, now=now):
-            released += 1
-    return released
 
 
 def _duration_ms(started: datetime, now: datetime) -> int:

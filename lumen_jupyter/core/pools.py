@@ -70,14 +70,15 @@ def compute_refill(
     """What a refill at ``now`` does, or ``None`` when none is due or the pool never refills.
 
     Fractional hours count: 90 minutes at 2 coins/hour add 3 coins.  The result
-    is capped at ``max``, which also clamps a balance that started above it.
+    is capped at ``max``, but a refill never lowers a balance: coins granted above
+    ``max`` stay until they are spent (the refill only moves the clock on).
     """
     if not pool.refills or not refill_due(last_refill_at, now):
         return None
     assert pool.max_micro is not None
     elapsed_us = (now - last_refill_at) // timedelta(microseconds=1)
     credit = pool.refresh_micro * elapsed_us // _PERIOD_US
-    new_balance = min(pool.max_micro, balance + credit)
+    new_balance = max(balance, min(pool.max_micro, balance + credit))
     return Refill(new_balance=new_balance, credit=new_balance - balance)
 
 

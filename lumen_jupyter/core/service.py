@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
-from . import billing, keyring
+from . import billing, keyring, recovery
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
@@ -98,6 +98,9 @@ class Admission:
     reserved_micro: int
     facts: billing.RequestFacts | None = None
     """What :func:`billing.admit` recorded, so settling needs no read of the request."""
+    output_budget: int = 0
+    """Output tokens reserved for each choice: the ``max_tokens`` to send upstream."""
+    key_id: int | None = None
 
 
 AdmissionOutcome = Admission | tuple[billing.Refusal, ResolvedPool | None]
@@ -126,6 +129,10 @@ class LumenService:
         self.default_output_cap = billing.DEFAULT_OUTPUT_CAP
         self._account_ids: dict[str, int] = {}
         self._known_keys: dict[str, keyring.KeyOwner] = {}
+        self.instance: recovery.Instance | None = None
+        """This server process, once registered: the owner of the calls it admits."""
+        self.revocation_listeners: list[Callable[[int], None]] = []
+        """Called with the key id after a key is revoked here (from the revoking thread)."""
 
     # -- accounts and pools -------------------------------------------------------------
 
@@ -247,6 +254,8 @@ class LumenService:
         with self.store.write() as conn:
             outcome = keyring.revoke_key(conn, acct, key_id, self.clock.now())
         self._forget_key(key_id)
+        for listener in self.revocation_listeners:
+            listener(key_id)
         return outcome
 
     def key_owner(self, raw: str) -> keyring.KeyOwner | None:
@@ -474,6 +483,7 @@ class LumenService:
         endpoint: str,
         input_tokens: int,
         max_output_tokens: int | None,
+        choices: int = 1,
     ) -> Admission:
         """Check access and reserve the worst case of one call, in one transaction."""
         with self.store.write() as conn:
@@ -485,6 +495,7 @@ class LumenService:
                 endpoint=endpoint,
                 input_tokens=input_tokens,
                 max_output_tokens=max_output_tokens,
+                choices=choices,
             )
         return self.admission_or_raise(outcome)
 
@@ -498,17 +509,23 @@ class LumenService:
         endpoint: str,
         input_tokens: int,
         max_output_tokens: int | None,
+        choices: int = 1,
     ) -> AdmissionOutcome:
         """:meth:`open_call` inside the caller's write transaction; a refusal is returned,
         to be raised by :meth:`admission_or_raise` after the commit (a due refill is kept).
-        Access errors (unknown model, consent, revoked key) raise before any write."""
+        Access errors (unknown model, consent, revoked key) raise before any write.
+
+        ``choices`` (the request's ``n`` or ``best_of``) multiplies the output reserved:
+        each choice may produce the whole output budget."""
         self._check_key(conn, ctx)
         model = self._callable_model(conn, who, ctx.account_id, model_name)
         output = 0
         if endpoint != "embeddings":
             output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
-        worst = billing.worst_case_cost(model, input_tokens, output)
-        return self._admit(conn, who, ctx, model, worst, endpoint, self.clock.now())
+        worst = billing.worst_case_cost(model, input_tokens, output * max(1, choices))
+        return self._admit(
+            conn, who, ctx, model, worst, endpoint, self.clock.now(), input_tokens, output
+        )
 
     def admit(
         self,
@@ -522,7 +539,7 @@ class LumenService:
         now = self.clock.now()
         with self.store.write() as conn:
             self._check_key(conn, ctx)
-            outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now)
+            outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now, 0, 0)
         return self.admission_or_raise(outcome)
 
     def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
@@ -542,6 +559,8 @@ class LumenService:
         worst: int,
         endpoint: str,
         now: datetime,
+        input_tokens: int,
+        output_budget: int,
     ) -> AdmissionOutcome:
         resolved = self.resolve_pool(conn, who, ctx.account_id)
         outcome = billing.admit(
@@ -554,12 +573,22 @@ class LumenService:
             worst_case_micro=worst,
             strict=self.strict_billing,
             now=now,
+            input_tokens=input_tokens,
+            instance_id=self.instance.id if self.instance else None,
         )
         if isinstance(outcome, billing.Refusal):
             return outcome, resolved  # raised after the commit, so a due refill is kept
         metered = resolved is not None and not resolved.spec.unlimited
         reserved = worst if self.strict_billing and metered else 0
-        return Admission(outcome.request_id, ctx.account_id, model, reserved, outcome)
+        return Admission(
+            outcome.request_id,
+            ctx.account_id,
+            model,
+            reserved,
+            outcome,
+            output_budget=output_budget,
+            key_id=ctx.key_id,
+        )
 
     def admission_or_raise(self, outcome: AdmissionOutcome) -> Admission:
         """The admission, or the error telling why the call was refused."""
@@ -660,10 +689,66 @@ class LumenService:
             facts=admission.facts,
         )
 
-    def reconcile(self, username: str, started_before: datetime) -> int:
-        acct = self.account(username)
+    def record_progress_in(self, conn: Connection, admission: Admission, output: int) -> str | None:
+        """Note a stream's delivered output; returns why it must stop, if it must:
+        ``revoked`` (the personal key it was made with has been revoked) or ``ended``
+        (the call is no longer pending: a server that took this one for dead settled it)."""
+        if not billing.record_progress(conn, admission.request_id, output):
+            return "ended"
+        if admission.key_id is not None and not keyring.is_active(conn, admission.key_id):
+            return "revoked"
+        return None
+
+    # -- instances and recovery ---------------------------------------------------------------
+
+    def register_instance(self, me: recovery.Instance) -> None:
+        """Own the calls this process admits from now on (see :mod:`recovery`)."""
         with self.store.write() as conn:
-            return billing.reconcile(conn, acct, started_before, self.clock.now())
+            recovery.register(conn, me, self.clock.now())
+        self.instance = me
+
+    def heartbeat_in(self, conn: Connection) -> None:
+        if self.instance is not None:
+            recovery.heartbeat(conn, self.instance, self.clock.now())
+
+    def retire_instance(self) -> tuple[int, int]:
+        """A clean stop: settle or release this process's calls still open (they end with
+        it) and leave the register; returns (settled, released)."""
+        if self.instance is None:
+            return 0, 0
+        with self.store.write() as conn:
+            outcome = recovery.reconcile(
+                self.store, conn, self.catalog, self.instance.id, self.clock.now()
+            )
+        self.instance = None
+        return outcome
+
+    def recover(
+        self,
+        process_exists: Callable[[int], bool] = recovery.process_exists,
+        *,
+        stale_after: float = recovery.STALE_AFTER_SECONDS,
+        started_before: datetime | None = None,
+    ) -> recovery.Recovered:
+        """Settle or release the calls of dead instances (and, with ``started_before``,
+        the calls left by versions that had no instances); never a live one's."""
+        assert self.instance is not None, "register_instance first"
+        now = self.clock.now()
+        settled = released = 0
+        with self.store.write() as conn:
+            dead = recovery.dead_instances(
+                conn, self.instance, now, stale_after=stale_after, process_exists=process_exists
+            )
+            owners: list[str | None] = list(dead)
+            if started_before is not None:
+                owners.append(None)
+            for owner in owners:
+                done, freed = recovery.reconcile(
+                    self.store, conn, self.catalog, owner, now, started_before=started_before
+                )
+                settled += done
+                released += freed
+        return recovery.Recovered(len(dead), settled, released)
 
     # -- administration ---------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from .relay import (
     StreamBook,
     is_usage_only,
     parse_event,
+    reported_tokens,
     sse_data_batches,
 )
 from .upstream import Upstreams
@@ -64,6 +65,10 @@ T = TypeVar("T")
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 YIELD_EVERY_EVENTS = 64
 """While relaying a large upstream read, give other requests a turn this often."""
+PROGRESS_SECONDS = 1.0
+"""A stream records its delivered output this often (billed if the server dies), and
+learns then whether its key was revoked by another process."""
+MAX_CHOICES = {"n": 128, "best_of": 20}
 
 NOTEBOOK_HEADER = "X-Lumen-Notebook"
 CELL_HEADER = "X-Lumen-Cell"
@@ -103,6 +108,31 @@ class Gateway:
         self.health_interval = app.health_interval
         self.started = int(time.time())
         self._tasks: list[asyncio.Task[None]] = []
+        self._streams_by_key: dict[int, set[ModelCallHandler]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.service.revocation_listeners.append(self._key_revoked)
+
+    def track(self, key_id: int, handler: ModelCallHandler) -> None:
+        """Remember a running call made with a personal key, to stop it on revocation."""
+        self._loop = asyncio.get_running_loop()
+        self._streams_by_key.setdefault(key_id, set()).add(handler)
+
+    def untrack(self, key_id: int, handler: ModelCallHandler) -> None:
+        running = self._streams_by_key.get(key_id)
+        if running is not None:
+            running.discard(handler)
+            if not running:
+                del self._streams_by_key[key_id]
+
+    def _key_revoked(self, key_id: int) -> None:
+        """Called from the thread that revoked the key: stop its streams on the loop."""
+        loop = self._loop
+        if loop is not None and key_id in self._streams_by_key:
+            loop.call_soon_threadsafe(self._stop_streams_of, key_id)
+
+    def _stop_streams_of(self, key_id: int) -> None:
+        for handler in list(self._streams_by_key.get(key_id, ())):
+            handler.stop_stream("revoked")
 
     def routes(self, prefix: str) -> list[tuple[str, type[LumenHandler]]]:
         return [
@@ -221,6 +251,11 @@ class ModelCallHandler(GatewayHandler):
     _too_large = False
     _client_gone = False
     _upstream: Response | None = None
+    _stop_reason: str | None = None
+    _rate_slot: object | None = None
+    _output_limit = 0
+    _next_progress = 0.0
+    _progress: asyncio.Future[None] | None = None
 
     async def prepare(self) -> None:  # type: ignore[override]
         self._body = bytearray()
@@ -280,6 +315,27 @@ class ModelCallHandler(GatewayHandler):
         return count_message_tokens(messages)
 
     @staticmethod
+    def choices(body: dict[str, Any]) -> int:
+        """How many answers the call asks for (``n``, ``best_of``): each is reserved."""
+        count = 1
+        for field, limit in MAX_CHOICES.items():
+            value = body.get(field)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+                raise BadRequest(f"'{field}' must be an integer from 1 to {limit}", param=field)
+            count = max(count, value)
+        return count
+
+    def capped(self, body: dict[str, Any], admission: Admission) -> dict[str, Any]:
+        """The request to send upstream: its output limit is the budget that was reserved,
+        so the upstream cannot produce (or bill) more than the reservation covers."""
+        if self.endpoint_kind == "embeddings":
+            return body
+        asked = [f for f in ("max_completion_tokens", "max_tokens") if body.get(f) is not None]
+        return {**body, **dict.fromkeys(asked or ["max_tokens"], admission.output_budget)}
+
+    @staticmethod
     def max_output(body: dict[str, Any]) -> int | None:
         for field in ("max_completion_tokens", "max_tokens"):
             value = body.get(field)
@@ -313,7 +369,9 @@ class ModelCallHandler(GatewayHandler):
         if principal.source == "api" or self.gateway.rate_limit_sessions:
             who = principal.key_id if principal.key_id is not None else principal.source
             wait = self.gateway.rate_limiter.retry_after(who)
-            if wait is not None:
+            if wait is None:
+                self._rate_slot = who
+            else:
                 self.set_header("Retry-After", str(int(wait) + 1))
                 raise RateLimited(
                     f"Rate limit of {self.gateway.rate_limiter.per_minute} calls per minute "
@@ -330,7 +388,9 @@ class ModelCallHandler(GatewayHandler):
         assert principal is not None
         body = self.parse_body()
         input_tokens = self.input_tokens(body)
-        max_output = self.max_output(body) if self.endpoint_kind != "embeddings" else None
+        generates = self.endpoint_kind != "embeddings"
+        max_output = self.max_output(body) if generates else None
+        choices = self.choices(body) if generates else 1
         self.check_rate_limit(principal)
         try:
             ctx = self.call_context(principal)
@@ -343,13 +403,21 @@ class ModelCallHandler(GatewayHandler):
                     endpoint=self.endpoint_kind,
                     input_tokens=input_tokens,
                     max_output_tokens=max_output,
+                    choices=choices,
                 )
             )
             admission = self.service.admission_or_raise(outcome)
-        except (BudgetExhausted, PermissionDenied) as refused:
-            self.publish_refusal(refused, body["model"], principal)
+        except LumenError as refused:
+            if self._rate_slot is not None:  # a refused call does not count
+                self.gateway.rate_limiter.give_back(self._rate_slot)
+            if isinstance(refused, (BudgetExhausted, PermissionDenied)):
+                self.publish_refusal(refused, body["model"], principal)
             raise
         self.gateway.upstreams.record_request(admission.model.name)
+        body = self.capped(body, admission)
+        self._output_limit = admission.output_budget * choices
+        if admission.key_id is not None:
+            self.gateway.track(admission.key_id, self)
         settled = False
         try:
             if body.get("stream") and self.endpoint_kind != "embeddings":
@@ -357,6 +425,8 @@ class ModelCallHandler(GatewayHandler):
             else:
                 settled = await self.relay_once(admission, body, input_tokens)
         finally:
+            if admission.key_id is not None:
+                self.gateway.untrack(admission.key_id, self)
             if not settled:
                 await self.book(
                     lambda conn: self.service.release_in(
@@ -383,8 +453,13 @@ class ModelCallHandler(GatewayHandler):
         estimated: bool,
         http_status: int | None,
     ) -> None:
-        """Charge the call, in the accountant's next transaction."""
-        await self.book(
+        """Charge the call, in the accountant's next transaction.
+
+        Output is counted at most up to what was reserved; a cost above the call's cap
+        is not billed but recorded on the request and logged for the admin."""
+        if self._output_limit:
+            output_tokens = min(output_tokens, self._output_limit)
+        settled = await self.book(
             lambda conn: self.service.settle_in(
                 conn,
                 admission,
@@ -395,6 +470,42 @@ class ModelCallHandler(GatewayHandler):
                 http_status=http_status,
             )
         )
+        if settled is not None and settled.overrun_micro > 0:
+            log.warning(
+                "lumen: the upstream of %s reported usage worth %s coins above the cap of "
+                "request %d; charged the cap, the overrun is recorded on the request",
+                admission.model.name,
+                micro_to_coins(settled.overrun_micro),
+                admission.request_id,
+            )
+
+    def stop_stream(self, reason: str) -> None:
+        """End a running stream early (its key was revoked): the relay sends a final
+        error event and bills what was delivered."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            upstream = self._upstream
+            if upstream is not None:
+                upstream.close()
+
+    def note_progress(self, admission: Admission, delivered: int) -> None:
+        """At most once a second, record the output delivered so far (off the loop)."""
+        now = time.monotonic()
+        if now < self._next_progress or (self._progress is not None and not self._progress.done()):
+            return
+        self._next_progress = now + PROGRESS_SECONDS
+        self._progress = asyncio.ensure_future(self._record_progress(admission, delivered))
+
+    async def _record_progress(self, admission: Admission, delivered: int) -> None:
+        try:
+            stop = await self.book(
+                lambda conn: self.service.record_progress_in(conn, admission, delivered)
+            )
+        except Exception:  # the next checkpoint tries again; the settle bills it anyway
+            log.warning("lumen: could not record the progress of a stream", exc_info=True)
+            return
+        if stop is not None:
+            self.stop_stream(stop)
 
     def publish_refusal(self, error: LumenError, model: str, principal: Principal) -> None:
         """Tell open front ends, so JupyterLab can point at the fix (consent, refill)."""
@@ -518,11 +629,10 @@ class ModelCallHandler(GatewayHandler):
                 raise ValueError
         except ValueError:
             raise UpstreamFailed(f"The upstream of '{model.name}' sent an invalid answer") from None
-        usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
+        usage = reported_tokens(data.get("usage"), with_output=self.endpoint_kind != "embeddings")
         estimated = usage is None
         if usage is not None:
-            used_in = int(usage.get("prompt_tokens") or 0)
-            used_out = int(usage.get("completion_tokens") or 0)
+            used_in, used_out = usage
         else:
             book = StreamBook()
             # A whole answer's message counts like a stream's delta (content, reasoning,
@@ -590,8 +700,9 @@ class ModelCallHandler(GatewayHandler):
                         relayed += 1
                         if relayed % YIELD_EVERY_EVENTS == 0:
                             await asyncio.sleep(0)  # a huge read must not hold the loop
-                    if done or failure is not None:
+                    if done or failure is not None or self._stop_reason is not None:
                         break
+                    self.note_progress(admission, book.output.tokens)
                     await self.flush()  # once per upstream read, not per event
             except StreamClosedError:
                 self._client_gone = True
@@ -603,6 +714,8 @@ class ModelCallHandler(GatewayHandler):
                 failure = None if self._client_gone else "dropped"
             finally:
                 self._upstream = None
+        if self._stop_reason is not None and not done:
+            failure = self._stop_reason
         if not done and failure is None and not self._client_gone:
             failure = "dropped"  # the upstream ended without [DONE]
         await self.bill_stream(admission, book, input_tokens, failure)
@@ -623,12 +736,12 @@ class ModelCallHandler(GatewayHandler):
     ) -> None:
         """Bill before [DONE]: the reported usage, else input plus delivered output."""
         complete = failure is None and not self._client_gone
-        if complete and book.usage is not None:
-            used_in = int(book.usage.get("prompt_tokens") or 0)
-            used_out = int(book.usage.get("completion_tokens") or 0)
+        reported = reported_tokens(book.usage)
+        if complete and reported is not None:
+            used_in, used_out = reported
             estimated = False
         else:
-            used_in = int(book.usage.get("prompt_tokens") or 0) if book.usage else input_tokens
+            used_in = reported[0] if reported is not None else input_tokens
             used_out = book.output.tokens
             estimated = True
         status = "ok" if complete else ("aborted" if self._client_gone else "partial")
@@ -648,12 +761,14 @@ class ModelCallHandler(GatewayHandler):
             "malformed": f"The upstream of '{model}' sent a malformed event",
             "timeout": f"The upstream of '{model}' stopped sending",
             "dropped": f"The upstream of '{model}' closed the stream early",
+            "revoked": "The API key of this call was revoked during the answer",
+            "ended": "The gateway ended this call",
         }[failure]
         return {
             "error": {
                 "message": text + "; you were billed for what was delivered",
                 "type": "api_error",
-                "code": f"upstream_{failure}",
+                "code": failure if failure in ("revoked", "ended") else f"upstream_{failure}",
             }
         }
 

@@ -1,4 +1,9 @@
-"""A per-key sliding-window rate limit (calls per minute), in memory."""
+"""A per-key sliding-window rate limit (calls per minute), in memory.
+
+A call takes its slot when it is checked, so concurrent calls cannot all pass a
+check before any of them counts; a call then refused for another reason (no
+consent, no coins) gives its slot back: refused calls do not count.
+"""
 
 from __future__ import annotations
 
@@ -25,3 +30,9 @@ class RateLimiter:
             return max(0.0, calls[0] + WINDOW_SECONDS - moment)
         calls.append(moment)
         return None
+
+    def give_back(self, who: object) -> None:
+        """Forget the last call taken by ``who`` (it was refused after the check)."""
+        calls = self._calls.get(who)
+        if calls:
+            calls.pop()

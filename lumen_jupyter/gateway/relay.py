@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..core.tokens import TokenCounter
 
@@ -106,3 +106,28 @@ def parse_event(payload: bytes) -> dict[str, Any]:
 def is_usage_only(event: dict[str, Any]) -> bool:
     """The extra chunk that ``include_usage`` adds: usage and no choices."""
     return event.get("usage") is not None and not event.get("choices")
+
+
+MAX_REPORTED_TOKENS = 10**12
+"""Token counts above this in an upstream's ``usage`` are not believed."""
+
+
+def reported_tokens(usage: Any, *, with_output: bool = True) -> tuple[int, int] | None:
+    """The prompt and completion tokens an upstream reported, if they can be believed.
+
+    Both must be plain non-negative integers (not booleans, floats or strings) below
+    :data:`MAX_REPORTED_TOKENS`; an embedding's usage has no completion tokens
+    (``with_output=False``).  Anything else is a malformed answer: the caller bills
+    from what was delivered instead, and the charge is capped either way.
+    """
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens")
+    completion = usage.get("completion_tokens") if with_output else 0
+    if _plausible_count(prompt) and _plausible_count(completion):
+        return prompt, completion
+    return None
+
+
+def _plausible_count(value: Any) -> TypeGuard[int]:
+    return type(value) is int and 0 <= value <= MAX_REPORTED_TOKENS

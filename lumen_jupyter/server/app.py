@@ -33,6 +33,7 @@ from .accountant import Accountant
 from .auth import KERNEL_TOKEN_PREFIX
 from .events import EventHub
 from .handlers import api_routes
+from .instance import InstanceKeeper
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
@@ -86,6 +87,13 @@ class LumenJupyter(ExtensionApp):
     upstream_timeout = Float(300.0, config=True, help="Seconds an upstream call may take in total.")
     upstream_connect_timeout = Float(10.0, config=True, help="Seconds to connect upstream.")
     health_interval = Float(60.0, config=True, help="Seconds between endpoint health probes.")
+    heartbeat_interval = Float(
+        5.0,
+        config=True,
+        help="Seconds between this server's heartbeats in the store. Servers sharing a "
+        "store settle a server's open calls once it has missed six (or, on the same "
+        "host, once its process is gone).",
+    )
     max_request_bytes = Int(
         10 * 1024 * 1024, config=True, help="Largest model request body accepted (413 above)."
     )
@@ -167,9 +175,10 @@ class LumenJupyter(ExtensionApp):
             email=self.email or user_spec.email or None,
             groups=frozenset(self.groups),
         )
-        released = self.service.reconcile(self.username, self.started_at)
-        if released:
-            self.log.warning("lumen: released %d reservation(s) left open by a crash", released)
+        self.instance_keeper = InstanceKeeper(
+            self.service, heartbeat_seconds=self.heartbeat_interval
+        )
+        self.instance_keeper.start(self.started_at)
         # SQLite serializes writers anyway; more threads only add lock waits to the tail
         # latency, so it gets one thread unless ``db_threads`` is configured explicitly.
         configured = "db_threads" in (self.config.get(type(self).__name__) or {})
@@ -234,6 +243,7 @@ class LumenJupyter(ExtensionApp):
         self._route_first()
         if self.gateway is not None:
             self.gateway.start_background_tasks()
+        self.instance_keeper.run_in_background(self.accountant, self.executor)
         # Move everything alive after start-up out of the collector's reach: a full
         # collection of the running server then takes ~1.5 ms instead of ~190 ms.
         gc.collect()
@@ -263,6 +273,7 @@ class LumenJupyter(ExtensionApp):
     async def stop_extension(self) -> None:
         if self.gateway is not None:
             await self.gateway.close()
+        await self.instance_keeper.stop()
         if self.demo is not None:
             await self.demo.stop()
         self.accountant.close()

@@ -25,6 +25,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
     text,
 )
@@ -114,10 +115,31 @@ def rebuild_rollups(conn: Connection) -> None:
     _add_usage_monthly(conn)
 
 
+def _add_instances(conn: Connection) -> None:
+    """Pending calls belong to a server process with a heartbeat (recovery frees only a
+    dead process's calls); each call records its cap and any overrun of it."""
+    schema.instances.create(conn, checkfirst=True)
+    present = {column["name"] for column in inspect(conn).get_columns("lumen_requests")}
+    added = {
+        "instance_id": "VARCHAR(40)",
+        "cap_micro": "BIGINT NOT NULL DEFAULT 0",
+        "overrun_micro": "BIGINT NOT NULL DEFAULT 0",
+    }
+    for name, ddl in added.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE lumen_requests ADD COLUMN {name} {ddl}"))
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_lumen_requests_instance ON lumen_requests (instance_id)"
+        )
+    )
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial tables", _create_initial_tables),
     (2, "chat conversations", _add_chat_conversations),
     (3, "monthly usage by model", _add_usage_monthly),
+    (4, "instances, call caps and overruns", _add_instances),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 

@@ -143,6 +143,12 @@ requests_log = Table(
     Column("http_status", Integer, nullable=True),
     Column("estimated", Boolean, nullable=False, default=False),
     Column("metered", Boolean, nullable=False, default=True),
+    # The server process holding a pending call; its heartbeat says whether it lives.
+    Column("instance_id", String(40), nullable=True),
+    # The most this call may be charged (its worst case); anything an upstream
+    # reports above it is recorded in overrun_micro for the admin, not billed.
+    Column("cap_micro", BigInteger, nullable=False, default=0),
+    Column("overrun_micro", BigInteger, nullable=False, default=0),
     Index("ix_lumen_requests_account_time", "account_id", "created_at"),
     Index("ix_lumen_requests_chat", "account_id", "source", "conversation"),
     Index("ix_lumen_requests_status", "status"),
@@ -167,6 +173,18 @@ chat_conversations = Table(
     Column("conversation", String(64), primary_key=True),
     Column("started_at", UTCDateTime(), nullable=False),
 )
+
+instances = Table(
+    "lumen_instances",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("heartbeat_at", UTCDateTime(), nullable=False),
+)
+"""Running server processes on this store, each with a heartbeat: a pending call belongs
+to one of them, and only a dead one's calls are reconciled."""
 
 meta = Table(
     "lumen_schema",

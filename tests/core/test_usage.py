@@ -59,6 +59,10 @@ CALLS: list[tuple[datetime, str, str, str | None, str | None, str | None, int, i
 LAST_CHAT = "2026-03-04T11:30:00.000Z"
 
 
+UNCAPPED = 50_000_000
+"""A worst case (50 coins) above what any call here costs, so no charge is capped."""
+
+
 def ctx(service: LumenService, source: str, key: int | None, **kw: Any) -> CallContext:
     return CallContext(account_id=service.account("alice"), source=source, key_id=key, **kw)
 
@@ -78,7 +82,7 @@ def seeded(make_service: MakeService) -> LumenService:
             notebook=notebook,
             conversation=conversation,
         )
-        admission = service.admit(alice, context, service.catalog.models[name], 0, "chat")
+        admission = service.admit(alice, context, service.catalog.models[name], UNCAPPED, "chat")
         settled = service.settle(admission, tin, tout)
         assert settled is not None and settled.coins_micro == coins
     # a failed call and one still in flight count nowhere
@@ -276,12 +280,12 @@ def test_favorite_model_ties_go_alphabetical(make_service: MakeService) -> None:
     assert service.profile(who())["tiles"]["favorite_model"] is None
     for name in ("gamma", "beta", "gamma", "beta"):
         admission = service.admit(
-            who(), ctx(service, "api", None), service.catalog.models[name], 0, "chat"
+            who(), ctx(service, "api", None), service.catalog.models[name], UNCAPPED, "chat"
         )
         service.settle(admission, 1, 1)
     assert service.profile(who())["tiles"]["favorite_model"] == "beta"
     admission = service.admit(
-        who(), ctx(service, "api", None), service.catalog.models["gamma"], 0, "chat"
+        who(), ctx(service, "api", None), service.catalog.models["gamma"], UNCAPPED, "chat"
     )
     service.settle(admission, 1, 1)
     assert service.profile(who())["tiles"]["favorite_model"] == "gamma"
