@@ -159,11 +159,11 @@ def output_budget(
 
     The caller's ``max_tokens`` when given, never above the model's own limit (or,
     for a model that declares none, its context length or :data:`OUTPUT_CEILING`);
-    without one, the model's limit, else ``default_cap``.
+    without one, the model's limit, else ``default_cap`` (within the context length).
     """
-    if requested is None or requested <= 0:
-        return model.max_output_tokens or default_cap
     limit = model.max_output_tokens or model.max_model_len or OUTPUT_CEILING
+    if requested is None or requested <= 0:
+        return model.max_output_tokens or min(default_cap, limit)
     return min(requested, limit)
 
 

@@ -654,15 +654,20 @@ class LumenService:
         status: str = "ok",
         estimated: bool = False,
         http_status: int | None = 200,
+        output_limit: int = 0,
     ) -> billing.Settled | None:
-        """:meth:`settle` inside the caller's write transaction."""
+        """:meth:`settle` inside the caller's write transaction.
+
+        ``output_limit`` (the output reserved): more output than that is priced, so
+        that the overrun above the cap is known, but counted as the limit."""
+        counted = min(output_tokens, output_limit) if output_limit else output_tokens
         return billing.settle(
             self.store,
             conn,
             admission.request_id,
             usage=Usage(
                 input_tokens,
-                output_tokens,
+                counted,
                 billing.actual_cost(admission.model, input_tokens, output_tokens),
             ),
             status=status,

@@ -457,8 +457,6 @@ class ModelCallHandler(GatewayHandler):
 
         Output is counted at most up to what was reserved; a cost above the call's cap
         is not billed but recorded on the request and logged for the admin."""
-        if self._output_limit:
-            output_tokens = min(output_tokens, self._output_limit)
         settled = await self.book(
             lambda conn: self.service.settle_in(
                 conn,
@@ -468,6 +466,7 @@ class ModelCallHandler(GatewayHandler):
                 status=status,
                 estimated=estimated,
                 http_status=http_status,
+                output_limit=self._output_limit,
             )
         )
         if settled is not None and settled.overrun_micro > 0:
@@ -702,8 +701,8 @@ class ModelCallHandler(GatewayHandler):
                             await asyncio.sleep(0)  # a huge read must not hold the loop
                     if done or failure is not None or self._stop_reason is not None:
                         break
-                    self.note_progress(admission, book.output.tokens)
                     await self.flush()  # once per upstream read, not per event
+                    self.note_progress(admission, book.output.tokens)  # what was sent
             except StreamClosedError:
                 self._client_gone = True
             except MalformedEvent:

@@ -113,11 +113,16 @@ class JupyterServer:
 
 
 def start_server(
-    workdir: Path, *, lumen_config: str | None = None, kernel_config: str | None = None
+    workdir: Path,
+    *,
+    lumen_config: str | None = None,
+    kernel_config: str | None = None,
+    db_path: Path | None = None,
 ) -> JupyterServer:
     """Start ``jupyter server`` with the extension on the embedded default (or a YAML file).
 
-    ``kernel_config`` becomes the kernels' ``ipython_kernel_config.py``.
+    ``kernel_config`` becomes the kernels' ``ipython_kernel_config.py``; ``db_path``
+    shares another server's database (default: one in ``workdir``).
     """
     for name in ("config", "data", "runtime", "ipython/profile_default", "root"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -126,7 +131,7 @@ def start_server(
         (profile / "ipython_kernel_config.py").write_text(kernel_config, encoding="utf-8")
     port = free_port()
     token = uuid.uuid4().hex
-    db_path = workdir / "lumen.db"
+    db_path = db_path or workdir / "lumen.db"
     lumen: dict[str, Any] = {
         "username": "ada",
         "display_name": "Ada Lovelace",
