@@ -55,7 +55,9 @@ class ChatHandler(tornado.web.RequestHandler):
                 "id": "x",
                 "object": "chat.completion",
                 "model": body["model"],
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(REPLY)}}],
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "".join(REPLY)}}
+                ],
             }
             if usage is not None:
                 answer["usage"] = usage
@@ -82,12 +84,8 @@ def upstream() -> Upstream:
 
 
 @pytest.fixture
-def upstream_url(
-    upstream: Upstream, jp_asyncio_loop: asyncio.AbstractEventLoop
-) -> Iterator[str]:
-    app = tornado.web.Application(
-        [(r"/v1/chat/completions", ChatHandler, {"upstream": upstream})]
-    )
+def upstream_url(upstream: Upstream, jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[str]:
+    app = tornado.web.Application([(r"/v1/chat/completions", ChatHandler, {"upstream": upstream})])
     sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
     server = tornado.httpserver.HTTPServer(app)
     server.add_sockets(sockets)
@@ -324,7 +322,7 @@ async def test_revoking_a_key_stops_its_running_stream_within_a_second(
     assert 20 <= delivered < 100
     row = books.request()
     assert row.status == "partial" and row.estimated
-    assert 0 < row.output_tokens and row.coins_micro < row.cap_micro
+    assert row.output_tokens > 0 and row.coins_micro < row.cap_micro
     await books.settled()
 
 
