@@ -226,7 +226,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def summary_ms(values_s: Iterable[float]) -> dict[str, float]:
-    """p50/p90/p99/max/mean in milliseconds of durations given in seconds."""
+    """p50/p90/p95/p99/max/mean in milliseconds of durations given in seconds."""
     values = sorted(v * 1000 for v in values_s)
     if not values:
         return {"n": 0}
@@ -234,6 +234,7 @@ def summary_ms(values_s: Iterable[float]) -> dict[str, float]:
         "n": len(values),
         "p50": round(percentile(values, 50), 3),
         "p90": round(percentile(values, 90), 3),
+        "p95": round(percentile(values, 95), 3),
         "p99": round(percentile(values, 99), 3),
         "max": round(values[-1], 3),
         "mean": round(sum(values) / len(values), 3),

@@ -433,7 +433,9 @@ class ModelCallHandler(GatewayHandler):
                         conn, admission, status="error", http_status=None
                     )
                 )
-            self.settings["lumen_events"].publish("usage", {"model": admission.model.name})
+            self.settings["lumen_events"].publish(
+                "usage", {"model": admission.model.name}, self.identity.username
+            )
 
     @property
     def accountant(self) -> Accountant:
@@ -518,6 +520,7 @@ class ModelCallHandler(GatewayHandler):
                 "source": principal.source,
                 **{k: v for k, v in error.details.items() if k == "next_refill_at"},
             },
+            principal.identity.username,
         )
 
     async def open_upstream(

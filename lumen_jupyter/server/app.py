@@ -8,6 +8,7 @@ and mounts the REST API and the OpenAI-compatible gateway.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import getpass
 import os
@@ -194,7 +195,7 @@ class LumenJupyter(ExtensionApp):
                 "lumen_accountant": self.accountant,
                 "lumen_identity": self.identity,
                 "lumen_kernel_token": self.kernel_token,
-                "lumen_events": EventHub(),
+                "lumen_events": EventHub(self._read_pool),
                 "lumen_app": self,
             }
         )
@@ -207,6 +208,11 @@ class LumenJupyter(ExtensionApp):
             self.username,
             " (demo backend on loopback)" if self.demo else "",
         )
+
+    async def _read_pool(self, identity: Identity) -> dict[str, Any]:
+        """The pool tiles of ``identity``, read off the event loop (for the event stream)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.service.pool_state, identity)
 
     def _make_gateway(self) -> Any:
         from ..gateway.proxy import Gateway
@@ -274,6 +280,7 @@ class LumenJupyter(ExtensionApp):
         if self.gateway is not None:
             await self.gateway.close()
         await self.instance_keeper.stop()
+        self.settings["lumen_events"].close()
         if self.demo is not None:
             await self.demo.stop()
         self.accountant.close()

@@ -3,8 +3,15 @@
 The Lab status bar and panels subscribe to ``GET lumen/api/events`` instead of
 polling.  The gateway publishes ``usage`` after every settled call and
 ``refused`` when a call is refused for missing consent or exhausted coins; the
-stream also re-reads the pool every few seconds, so grants made with
-``jupyter lumen`` and refills landing show up without any call.
+pool is also re-read every few seconds, so grants made with ``jupyter lumen``
+and refills landing show up without any call.
+
+The pool is read once per change for *all* the streams of a user, not once per
+stream: each user with open streams has one watcher that marks itself dirty on
+``usage``, waits a moment so a burst of calls costs one read, reads the pool off
+the event loop and hands the snapshot to every stream that has not seen it.
+Three hundred open streams and a hundred calls a second would otherwise be
+thirty thousand pool reads a second, and the REST API would wait behind them.
 """
 
 from __future__ import annotations
@@ -12,45 +19,127 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from tornado.iostream import StreamClosedError
 
+from ..core.accounts import Identity
 from .auth import LumenHandler, lumen_endpoint
 
+log = logging.getLogger("lumen_jupyter.events")
+
 RECHECK_SECONDS = 5.0
+COALESCE_SECONDS = 0.25
+"""A burst of calls within this time costs one read of the pool (and one event per
+stream): the coin meter still moves within a second."""
 QUEUE_LIMIT = 64
+
+Event = str
+"""One server-sent event, formatted once for all the streams it goes to."""
+PoolReader = Callable[[Identity], Awaitable[dict[str, Any]]]
+
+
+class _PoolWatch:
+    """The pool of one user, read once per change and shared by that user's streams."""
+
+    def __init__(self, identity: Identity, read: PoolReader, recheck: float) -> None:
+        self.identity = identity
+        self.read = read
+        self.recheck = recheck
+        self.queues: set[asyncio.Queue[Event]] = set()
+        self.snapshot: dict[str, Any] | None = None
+        self.frame: Event | None = None
+        self.dirty = asyncio.Event()
+        self.task = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.dirty.wait(), self.recheck)
+                await asyncio.sleep(COALESCE_SECONDS)
+            self.dirty.clear()
+            try:
+                pool = await self.read(self.identity)
+            except Exception:  # the store may be away for a moment: try at the next change
+                log.warning("lumen: could not read the pool for the event stream", exc_info=True)
+                continue
+            if pool != self.snapshot:
+                self.snapshot, self.frame = pool, frame("pool", pool)
+                for queue in list(self.queues):
+                    _offer(queue, self.frame)
+
+
+def frame(kind: str, data: dict[str, Any]) -> Event:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+def _offer(queue: asyncio.Queue[Event], event: Event) -> None:
+    """Queue an event; a subscriber too slow to keep up drops it (the next pool
+    snapshot supersedes a missed one)."""
+    with contextlib.suppress(asyncio.QueueFull):
+        queue.put_nowait(event)
 
 
 class EventHub:
     """Fan-out of small events to every open stream of this server."""
 
-    def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[tuple[str, dict[str, Any]]]] = set()
+    def __init__(self, read_pool: PoolReader, *, recheck: float = RECHECK_SECONDS) -> None:
+        self.read_pool = read_pool
+        self.recheck = recheck
+        self._watches: dict[str, _PoolWatch] = {}
 
     @property
     def subscribers(self) -> int:
-        return len(self._queues)
+        return sum(len(w.queues) for w in self._watches.values())
 
-    def publish(self, kind: str, data: dict[str, Any]) -> None:
-        """Queue an event for every subscriber; a subscriber too slow to keep up drops it."""
-        for queue in list(self._queues):
-            with contextlib.suppress(asyncio.QueueFull):
-                queue.put_nowait((kind, data))
+    def publish(self, kind: str, data: dict[str, Any], username: str | None = None) -> None:
+        """``usage``: the pool of ``username`` (everyone's when ``None``) may have moved;
+        anything else goes to the streams as it is."""
+        watches = (
+            list(self._watches.values())
+            if username is None
+            else [w for w in (self._watches.get(username),) if w is not None]
+        )
+        message = None if kind == "usage" else frame(kind, data)
+        for watch in watches:
+            if message is None:
+                watch.dirty.set()
+            else:
+                for queue in list(watch.queues):
+                    _offer(queue, message)
 
-    async def subscribe(self, timeout: float) -> AsyncIterator[tuple[str, dict[str, Any]] | None]:
-        """Yield events as they come, and ``None`` after ``timeout`` seconds of quiet."""
-        queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(QUEUE_LIMIT)
-        self._queues.add(queue)
+    async def subscribe(self, identity: Identity, timeout: float) -> AsyncIterator[Event | None]:
+        """The current pool at once, then events as they come, and ``None`` after
+        ``timeout`` seconds of quiet (so the caller can notice a closed connection)."""
+        watch = self._watches.get(identity.username)
+        if watch is None:
+            watch = self._watches[identity.username] = _PoolWatch(
+                identity, self.read_pool, self.recheck
+            )
+        queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE_LIMIT)
+        watch.queues.add(queue)
         try:
+            if watch.frame is not None:
+                yield watch.frame
+            else:
+                watch.dirty.set()
             while True:
                 try:
                     yield await asyncio.wait_for(queue.get(), timeout)
                 except asyncio.TimeoutError:
                     yield None
         finally:
-            self._queues.discard(queue)
+            watch.queues.discard(queue)
+            if not watch.queues and self._watches.get(identity.username) is watch:
+                watch.task.cancel()
+                del self._watches[identity.username]
+
+    def close(self) -> None:
+        for watch in self._watches.values():
+            watch.task.cancel()
+        self._watches.clear()
 
 
 class EventsHandler(LumenHandler):
@@ -64,28 +153,16 @@ class EventsHandler(LumenHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         hub: EventHub = self.settings["lumen_events"]
-        recheck = float(self.settings.get("lumen_events_recheck", RECHECK_SECONDS))
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        last: dict[str, Any] | None = None
+        await self.flush()  # the headers now: the client knows it is subscribed
         try:
-            last = await self._send_pool(last)
-            async for item in hub.subscribe(recheck):
+            async for item in hub.subscribe(self.identity, hub.recheck):
                 if self._closed:
                     break
-                if item is not None and item[0] == "refused":
-                    await self._send("refused", item[1])
-                last = await self._send_pool(last)
+                if item is not None:
+                    self.write(item)
+                    await self.flush()
         except StreamClosedError:
             pass
-
-    async def _send_pool(self, last: dict[str, Any] | None) -> dict[str, Any]:
-        pool = await self.run(self.service.pool_state, self.identity)
-        if pool != last:
-            await self._send("pool", pool)
-        return pool
-
-    async def _send(self, kind: str, data: dict[str, Any]) -> None:
-        self.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n")
-        await self.flush()
