@@ -38,7 +38,7 @@ from .core.clock import isoformat_z
 from .core.config import load_config_file, parse_pool
 from .core.defaults import embedded_default
 from .core.errors import BadRequest, LumenError
-from .core.money import coins_to_micro
+from .core.money import coins_to_micro, format_coins
 from .core.pools import compute_refill
 from .core.service import LumenService, coins_json
 from .core.usage import GROUPINGS, PERIODS
@@ -222,10 +222,29 @@ def cmd_pool(admin: Admin, args: argparse.Namespace) -> Output:
         notes.append(f"{fmt.clean(args.user)}: own pool set")
         if had_balance and not spec.unlimited:
             notes.append("  (starting applies to a new balance only; use grant to change it)")
+            notes.extend(_above_max_note(admin, who, spec, clamp=args.clamp))
     state = admin.service.pool_state(who)
     own = _own_pool(admin, who)
     text = "\n".join([*notes, fmt.pool_text(args.user, state, own)])
     return {"user": args.user, "own_pool": own, "pool": state}, text
+
+
+def _above_max_note(admin: Admin, who: Identity, spec: PoolSpec, *, clamp: bool) -> list[str]:
+    """What happens to a balance above a lowered max: kept (refills never lower a
+    balance) unless ``--clamp`` lowers it now."""
+    if clamp:
+        taken = admin.service.clamp_to_max(who)
+        if not taken:
+            return []
+        return [f"  (balance lowered to the max: {format_coins(taken)} coins taken)"]
+    state = admin.service.pool_state(who)
+    balance = state.get("balance", {}).get("micro")
+    if spec.max_micro is None or balance is None or balance <= spec.max_micro:
+        return []
+    return [
+        f"  (the balance of {format_coins(balance)} coins is above the new max: it is kept "
+        "until spent, and refills resume below the max; --clamp lowers it now)"
+    ]
 
 
 def _has_balance(admin: Admin, username: str) -> bool:
@@ -394,6 +413,11 @@ def build_parser() -> _Parser:
     pool.add_argument("--refresh", type=coin_amount, help="coins added per hour (default 0)")
     pool.add_argument("--starting", type=coin_amount, help="opening balance (default --max)")
     pool.add_argument("--clear", action="store_true", help="remove the user's own pool")
+    pool.add_argument(
+        "--clamp",
+        action="store_true",
+        help="lower a balance above the new max to the max (else it is kept until spent)",
+    )
     pool.add_argument("--create", action="store_true", help=create)
 
     keys = command("keys", cmd_keys, "list a user's personal keys (hints only)")

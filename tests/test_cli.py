@@ -206,6 +206,18 @@ def test_pool_set_show_and_clear(scene: Scene) -> None:
     assert scene.server.pool_state(who("alice"))["source"] == "default"
 
 
+def test_lowering_the_max_keeps_the_balance_unless_clamped(scene: Scene) -> None:
+    scene.ok("grant", "alice", "980")  # 1,000 coins, above the default max of 20
+    out = scene.ok("pool", "alice", "--max", "1")
+    assert "the balance of 1000 coins is above the new max: it is kept until spent" in out
+    assert scene.balance("alice") == "1000"
+    out = scene.ok("pool", "alice", "--max", "1", "--clamp")
+    assert "balance lowered to the max: 999 coins taken" in out
+    assert scene.balance("alice") == "1"
+    assert "above the new max" not in scene.ok("pool", "alice", "--max", "1")
+    assert consistent(scene.server, "alice")
+
+
 def test_pool_for_a_new_user_with_create_opens_at_starting(scene: Scene) -> None:
     scene.ok("pool", "carol", "--max", "100", "--starting", "40", "--create")
     assert scene.balance("carol") == "40"

@@ -771,6 +771,24 @@ class LumenService:
             add_to_balance(conn, acct, amount_micro, "adjust", now, note=note or "admin grant")
         return self.pool_state(who)
 
+    def clamp_to_max(self, who: Identity) -> int:
+        """Lower a balance above its pool's max to the max (an ``adjust`` row); returns
+        the coins taken.  Refills never lower a balance, so this is the admin's way."""
+        acct = self.account(who.username)
+        now = self.clock.now()
+        with self.store.write() as conn:
+            resolved = self.resolve_pool(conn, who, acct)
+            if resolved is None or resolved.spec.max_micro is None:
+                return 0
+            ensure_balance(self.store, conn, acct, resolved.spec, now)
+            refill_if_due(conn, acct, resolved.spec, now)
+            current = read_balance(conn, acct, for_update=True)
+            excess = 0 if current is None else current.balance_micro - resolved.spec.max_micro
+            if excess <= 0:
+                return 0
+            add_to_balance(conn, acct, -excess, "adjust", now, note="lowered to the pool's max")
+        return excess
+
     def set_user_pool(self, username: str, pool: PoolSpec | None) -> None:
         """Give ``username`` their own pool (``None`` removes it)."""
         acct = self.account(username)
