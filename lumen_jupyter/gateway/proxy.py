@@ -416,16 +416,17 @@ class ModelCallHandler(GatewayHandler):
         self.gateway.upstreams.record_request(admission.model.name)
         body = self.capped(body, admission)
         self._output_limit = admission.output_budget * choices
-        if admission.key_id is not None:
+        streaming = bool(body.get("stream")) and generates
+        if streaming and admission.key_id is not None:  # a revocation stops it
             self.gateway.track(admission.key_id, self)
         settled = False
         try:
-            if body.get("stream") and self.endpoint_kind != "embeddings":
+            if streaming:
                 settled = await self.relay_stream(admission, body, input_tokens)
             else:
                 settled = await self.relay_once(admission, body, input_tokens)
         finally:
-            if admission.key_id is not None:
+            if streaming and admission.key_id is not None:
                 self.gateway.untrack(admission.key_id, self)
             if not settled:
                 await self.book(
