@@ -207,6 +207,30 @@ def test_every_secret_stays_out_of_notebooks_logs_and_errors(
     assert profile_with(guarded.kernel_token) == 200
 
 
+def test_the_kernel_client_takes_the_credential_out_of_the_environment(
+    guarded: JupyterServer,
+) -> None:
+    """Without ``%load_ext``: the first import of the client takes it, and it still works."""
+    response = guarded.rest("POST", "api/kernels", json={"name": "python3"})
+    kernel_id = response.json()["id"]
+    guarded.kernels.append(kernel_id)
+    code = (
+        "import os, subprocess\n"
+        "print('before', 'LUMEN_KERNEL_TOKEN' in os.environ)\n"
+        "import lumen_jupyter\n"
+        "with lumen_jupyter.client() as lumen:\n"
+        "    print(lumen.profile()['user']['username'])\n"
+        "print('after', 'LUMEN_KERNEL_TOKEN' in os.environ)\n"
+        "dump = subprocess.run(['env'], capture_output=True, text=True).stdout\n"
+        "print('child', 'LUMEN_KERNEL_TOKEN' in dump, 'LUMEN_JUPYTER_URL' in dump)\n"
+    )
+    try:
+        printed = run_in_kernel(guarded, kernel_id, code).split()
+    finally:
+        guarded.stop_kernel(kernel_id)
+    assert printed == ["before", "True", "ada", "after", "False", "child", "False", "True"]
+
+
 def _frontend_client(server: JupyterServer, kernel_id: str) -> BlockingKernelClient:
     client = BlockingKernelClient(connection_file=str(server.connection_file(kernel_id)))
     client.load_connection_file()
