@@ -228,8 +228,6 @@ class LumenHandler(APIHandler):
         was ~7 % of the CPU of a call.  The line is skipped only when nothing would
         show it; the request metric is always recorded.
         """
-        # Query values may hold anything, keys included: the log shows them hidden.
-        self.request.uri = redact_uri(self.request.uri or "")
         log_function = self.settings.get("log_function")
         if (
             isinstance(log_function, functools.partial)
@@ -240,6 +238,8 @@ class LumenHandler(APIHandler):
             if log_function.keywords.get("record_prometheus_metrics", True):
                 record_request_time(self)
             return
+        # Query values may hold anything, keys included: the log shows them hidden.
+        self.request.uri = redact_uri(self.request.uri or "")
         super()._log()
 
     def _request_summary(self) -> str:

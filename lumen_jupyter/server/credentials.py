@@ -21,8 +21,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..core.redact import redact
-
 KERNEL_TOKEN_PREFIX = "lkt_"
 KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
 
@@ -51,8 +49,7 @@ class KernelCredentials:
                 self._by_digest.pop(old, None)
             self._by_kernel[kernel_id] = digest
             self._by_digest[digest] = kernel_id
-        redact.add([token])
-        return token
+        return token  # its lkt_ shape is masked in errors and logs (core.redact)
 
     def revoke(self, kernel_id: str) -> bool:
         """Forget the credential of ``kernel_id``; whether it had one."""
