@@ -47,3 +47,6 @@ def test_new_key_magic_shows_the_key_in_the_widget_only(page: Page, lab_server: 
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in outputs)
     assert "lab-magic" in text
     assert raw not in text and raw[3:20] not in text
+    # Leave the shared server's key list as the other browser tests expect it.
+    keys = lab_server.api("GET", "keys")["keys"]
+    lab_server.api("DELETE", f"keys/{next(k['id'] for k in keys if k['name'] == 'lab-magic')}")
