@@ -76,15 +76,6 @@ def mask_secrets(text: str) -> str:
     return redact(text)
 
 
-_TYPED_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
-    ("stream", bool, "true or false"),
-    ("stream_options", dict, "an object"),
-    ("messages", list, "a list of message objects"),
-    ("user", str, "a string"),
-)
-"""Request fields whose type is checked before anything acts on them (null means absent)."""
-
-
 class UpstreamTimeout(LumenError):
     status = 504
     error_type = "api_error"
@@ -273,7 +264,14 @@ class ModelCallHandler(GatewayHandler):
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required", param="model", code="missing_model")
-        for name, kind, what in _TYPED_FIELDS:
+        # Fields whose type is checked before anything acts on them (null means absent).
+        typed: tuple[tuple[str, type, str], ...] = (
+            ("stream", bool, "true or false"),
+            ("stream_options", dict, "an object"),
+            ("messages", list, "a list of message objects"),
+            ("user", str, "a string"),
+        )
+        for name, kind, what in typed:
             value = body.get(name)
             if value is not None and not isinstance(value, kind):
                 raise BadRequest(f"'{name}' must be {what}", param=name, code="invalid_type")
