@@ -122,11 +122,13 @@ def start_server(
     lumen_config: str | None = None,
     kernel_config: str | None = None,
     lumen_settings: dict[str, Any] | None = None,
+    jupyter_config: dict[str, Any] | None = None,
 ) -> JupyterServer:
     """Start ``jupyter server`` with the extension on the embedded default (or a YAML file).
 
     ``kernel_config`` becomes the kernels' ``ipython_kernel_config.py``;
-    ``lumen_settings`` are more ``LumenJupyter`` traits.
+    ``lumen_settings`` are more ``LumenJupyter`` traits; ``jupyter_config`` more
+    sections of the server's configuration (``{"KernelRestarter": {...}}``).
     """
     for name in ("config", "data", "runtime", "ipython/profile_default", "root"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -170,6 +172,7 @@ def start_server(
         },
         "IdentityProvider": {"token": token},
         "LumenJupyter": lumen,
+        **(jupyter_config or {}),
     }
     (workdir / "config" / "jupyter_server_config.json").write_text(json.dumps(config))
     env = {

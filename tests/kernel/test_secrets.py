@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -91,6 +93,8 @@ def guarded(tmp_path_factory: pytest.TempPathFactory, echo_url: str) -> Iterator
         tmp_path_factory.mktemp("secrets"),
         lumen_config=config,
         lumen_settings={"idle_connection_timeout": IDLE_TIMEOUT, "body_timeout": BODY_TIMEOUT},
+        # A kernel that dies stays dead (no restart), so that death can be tested.
+        jupyter_config={"KernelRestarter": {"restart_limit": 0}},
     )
     try:
         yield running
@@ -229,6 +233,27 @@ def test_the_kernel_client_takes_the_credential_out_of_the_environment(
     finally:
         guarded.stop_kernel(kernel_id)
     assert printed == ["before", "True", "ada", "after", "False", "child", "False", "True"]
+
+
+def test_a_dead_kernels_credential_is_refused(guarded: JupyterServer) -> None:
+    response = guarded.rest("POST", "api/kernels", json={"name": "python3"})
+    kernel_id = response.json()["id"]
+    code = (
+        "import os\n"
+        "from lumen_jupyter.kernel.connection import take_kernel_credential\n"
+        "print(os.getpid(), take_kernel_credential())"
+    )
+    pid, credential = run_in_kernel(guarded, kernel_id, code).split()
+    url = f"{guarded.root_url}lumen/api/profile"
+    headers = {"Authorization": f"Bearer {credential}"}
+    assert httpx.get(url, headers=headers, timeout=30).status_code == 200
+    os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while httpx.get(url, headers=headers, timeout=30).status_code == 200:
+        assert time.monotonic() < deadline, "a dead kernel's credential is still accepted"
+        time.sleep(0.5)
+    assert httpx.get(url, headers=headers, timeout=30).status_code == 401
+    assert kernel_id not in [k["id"] for k in guarded.rest("GET", "api/kernels").json()]
 
 
 def _frontend_client(server: JupyterServer, kernel_id: str) -> BlockingKernelClient:
