@@ -142,12 +142,12 @@ def test_every_secret_stays_out_of_notebooks_logs_and_errors(
     errors.append(bad.text)
     for model in PROVIDER_KEYS:
         errors.append(_call(guarded, model).text)
-    stopped = httpx.get(
+    mistyped = httpx.get(
         f"{guarded.root_url}lumen/api/profile",
         headers={"Authorization": f"Bearer {personal[:-2]}xx"},
         timeout=30,
     )
-    errors.append(stopped.text)
+    errors.append(mistyped.text)
 
     # A headless run: chats that fail upstream, env dumps, and a new key in the last cell.
     source = _notebook(
