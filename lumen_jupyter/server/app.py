@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import getpass
+import logging
 import os
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,16 +28,17 @@ from ..core.catalog import Catalog
 from ..core.config import load_config_file
 from ..core.defaults import embedded_default
 from ..core.keys import load_or_create_secret
+from ..core.redact import install_log_filter, redact
 from ..core.service import LumenService
 from ..store import Store, sqlite_url
 from .accountant import Accountant
-from .auth import KERNEL_TOKEN_PREFIX
+from .auth import DEFAULT_MAX_BODY_BYTES
+from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
 from .events import EventHub
 from .handlers import api_routes
 from .instance import InstanceKeeper
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
-KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
 KERNEL_ROOT_ENV = "LUMEN_JUPYTER_ROOT"
 
 
@@ -97,6 +98,23 @@ class LumenJupyter(ExtensionApp):
     )
     max_request_bytes = Int(
         10 * 1024 * 1024, config=True, help="Largest model request body accepted (413 above)."
+    )
+    max_body_bytes = Int(
+        DEFAULT_MAX_BODY_BYTES,
+        config=True,
+        help="Largest REST request body accepted under lumen/api (413 above).",
+    )
+    idle_connection_timeout = Float(
+        300.0,
+        config=True,
+        help="Seconds the server waits for the next request on an open HTTP connection "
+        "before closing it (applies to the whole Jupyter server; 0: tornado's 1 hour).",
+    )
+    body_timeout = Float(
+        120.0,
+        config=True,
+        help="Seconds a request body may take to arrive before the connection is closed "
+        "(applies to the whole Jupyter server; 0: no limit).",
     )
     default_max_output_tokens = Int(
         4096,
@@ -187,14 +205,15 @@ class LumenJupyter(ExtensionApp):
         threads = 1 if sqlite_default else self.db_threads
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
-        self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._guard_secrets(catalog)
         self.settings.update(
             {
                 "lumen_service": self.service,
                 "lumen_executor": self.executor,
                 "lumen_accountant": self.accountant,
                 "lumen_identity": self.identity,
-                "lumen_kernel_token": self.kernel_token,
+                "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_max_body_bytes": self.max_body_bytes,
                 "lumen_events": EventHub(self._read_pool),
                 "lumen_app": self,
             }
@@ -221,13 +240,58 @@ class LumenJupyter(ExtensionApp):
         self.settings["lumen_gateway"] = gateway
         return gateway
 
-    def _publish_kernel_environment(self) -> None:
-        """Tell kernels started by this server where the gateway is and how to call it.
+    def _guard_secrets(self, catalog: Catalog) -> None:
+        """Mask the upstream keys in errors and logs; give each kernel its own credential."""
+        redact.add(
+            endpoint.api_key.reveal()
+            for model in catalog.models.values()
+            for endpoint in model.endpoints
+            if endpoint.api_key
+        )
+        loggers = [
+            self.log,
+            logging.getLogger("lumen_jupyter"),
+            logging.getLogger("tornado.access"),
+            logging.getLogger("tornado.application"),
+            logging.getLogger("tornado.general"),
+        ]
+        if self.serverapp is not None:
+            loggers.append(self.serverapp.log)
+        loggers += [
+            logging.getLogger(name)
+            for name in list(logging.root.manager.loggerDict)
+            if name.startswith("lumen_jupyter.")
+        ]
+        install_log_filter(loggers)
+        self.kernel_credentials = KernelCredentials()
+        os.environ.pop(KERNEL_TOKEN_ENV, None)  # never inherited from whoever started us
+        manager = getattr(self.serverapp, "kernel_manager", None)
+        if manager is not None:
+            self.kernel_credentials.attach(manager)
 
-        The credential is scoped to this user and this server's lifetime; it is
-        not an upstream secret and is never written to a notebook.  Like any
-        variable of the server's environment, terminals started by this server
-        inherit it too: they run as the same user, who may call the gateway anyway.
+    def _apply_connection_timeouts(self) -> None:
+        """Close connections that send nothing, or send a body too slowly.
+
+        jupyter_server builds its HTTP server without tornado's timeouts (an idle
+        connection is kept an hour, a slow body forever); the server reads them
+        from its connection parameters for every new connection, so they are set
+        there once it exists.
+        """
+        server = getattr(self.serverapp, "http_server", None)
+        params = getattr(server, "conn_params", None)
+        if params is None:
+            return
+        if self.idle_connection_timeout > 0:
+            params.header_timeout = self.idle_connection_timeout
+        if self.body_timeout > 0:
+            params.body_timeout = self.body_timeout
+
+    def _publish_kernel_environment(self) -> None:
+        """Tell kernels started by this server where the gateway is.
+
+        The credential is not here: each kernel gets its own in the environment
+        it is started with (see :mod:`.credentials`), so the server's environment,
+        which terminals inherit, holds none.
         """
         server = self.serverapp
         assert server is not None
@@ -239,13 +303,13 @@ class LumenJupyter(ExtensionApp):
         scheme = "https" if server.certfile else "http"
         url = f"{scheme}://{host}:{server.port}{server.base_url}"
         os.environ[KERNEL_URL_ENV] = url
-        os.environ[KERNEL_TOKEN_ENV] = self.kernel_token
         # Lets kernels report notebook paths relative to the server's root, as Jupyter shows them.
         os.environ[KERNEL_ROOT_ENV] = str(server.root_dir)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)  # type: ignore[no-untyped-call]
         self._publish_kernel_environment()  # the port is final once the server listens
+        self._apply_connection_timeouts()
         self._route_first()
         if self.gateway is not None:
             self.gateway.start_background_tasks()
