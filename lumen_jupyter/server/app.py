@@ -24,15 +24,16 @@ from traitlets import Bool, Enum, Float, Int, List, Unicode, default
 from .._version import __version__
 from ..core.accounts import Identity
 from ..core.catalog import Catalog
-from ..core.config import load_config_file
+from ..core.config import load_config_file, resolve_database_url
 from ..core.defaults import embedded_default
+from ..core.errors import ConfigError
 from ..core.keys import load_or_create_secret
 from ..core.service import LumenService
 from ..store import Store, sqlite_url
 from .accountant import Accountant
 from .auth import KERNEL_TOKEN_PREFIX
 from .events import EventHub
-from .handlers import api_routes
+from .handlers import api_routes, unavailable_routes
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
@@ -124,6 +125,11 @@ class LumenJupyter(ExtensionApp):
         """Where the SQLite store and the key secret live: ``<jupyter data dir>/lumen``."""
         return Path(jupyter_data_dir()) / "lumen"
 
+    #: Why lumen could not start (shown by every lumen route as a 503), or ``None``.
+    config_error: str | None = None
+    gateway: Any = None
+    demo: Any = None
+
     def load_catalog(self, demo_url: str | None) -> Catalog:
         base = embedded_default(demo_url) if demo_url else Catalog()
         if not self.config_file:
@@ -142,11 +148,51 @@ class LumenJupyter(ExtensionApp):
         return not probe.models
 
     def initialize_settings(self) -> None:
+        """Start lumen; a configuration that fails to load leaves it loudly unavailable.
+
+        Jupyter then runs on, every lumen route answers 503 with the reason, and
+        the kernels and the status bar say so - never a server that looks fine but
+        enforces nothing.
+        """
+        self.started_at = datetime.now(UTC)
+        self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        try:
+            self._initialize_lumen()
+        except ConfigError as exc:
+            self._fail(exc.message)
+        except Exception as exc:  # a database that cannot be opened, a bad secret file ...
+            self.log.exception("lumen: could not start")
+            self._fail(f"lumen could not start: {type(exc).__name__} (see the server log)")
+
+    def _fail(self, message: str) -> None:
+        self.config_error = message
+        self.gateway = None
+        self.log.error("lumen: configuration error, the lumen API answers 503: %s", message)
+        self.settings.update(
+            {
+                "lumen_config_error": message,
+                "lumen_kernel_token": self.kernel_token,
+                "lumen_app": self,
+            }
+        )
+        self._publish_kernel_environment()
+
+    def _yaml_database_url(self) -> str:
+        """``app.database.url`` of the YAML file, when no trait or variable names a store."""
+        if not self.config_file:
+            return ""
+        path = Path(self.config_file).expanduser()
+        url = load_config_file(path).database_url
+        return resolve_database_url(url, path.parent) if url else ""
+
+    def _initialize_lumen(self) -> None:
         from ..gateway.demo_backend import DemoBackend
 
-        self.started_at = datetime.now(UTC)
-        url = self.database_url or sqlite_url(self.lumen_dir() / "lumen.db")
+        from_yaml = "" if self.database_url else self._yaml_database_url()
+        url = self.database_url or from_yaml or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
+        if from_yaml:
+            _refuse_a_lumen_database(self.store)
         self.store.migrate()
         secret_path = Path(self.secret_file) if self.secret_file else self.lumen_dir() / "secret"
         secret = load_or_create_secret(secret_path)
@@ -156,7 +202,15 @@ class LumenJupyter(ExtensionApp):
             self.demo = DemoBackend(enable_control=False)
             self.demo.listen()
             demo_url = self.demo.base_url
-        catalog = self.load_catalog(demo_url)
+        catalog = self.load_catalog(demo_url).for_user(self.username, self.email or None)
+        if catalog.unused_keys:
+            self.log.info(
+                "lumen: configuration keys read but not used here: %s",
+                ", ".join(catalog.unused_keys),
+            )
+        configured = self.config.get(type(self).__name__) or {}
+        if catalog.rate_limit_per_minute is not None and "rate_limit_per_minute" not in configured:
+            self.rate_limit_per_minute = catalog.rate_limit_per_minute
         self.service = LumenService(
             self.store, catalog, secret, strict_billing=self.billing_mode == "strict"
         )
@@ -177,7 +231,6 @@ class LumenJupyter(ExtensionApp):
         threads = 1 if sqlite_default else self.db_threads
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
-        self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
         self.settings.update(
             {
                 "lumen_service": self.service,
@@ -256,18 +309,47 @@ class LumenJupyter(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         # jupyter_server prefixes every pattern with base_url.
+        if self.config_error is not None:
+            self.handlers.extend(unavailable_routes("lumen"))
+            return
         self.handlers.extend(api_routes("lumen/api"))
         if self.gateway is not None:
             self.handlers.extend(self.gateway.routes("lumen/v1"))
 
     async def stop_extension(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.close()
-        if self.demo is not None:
-            await self.demo.stop()
-        self.accountant.close()
-        self.executor.shutdown(wait=False)
-        self.store.dispose()
+        """Release what was started; never raises, so the server always stops."""
+        for name, stop in (
+            ("gateway", "close"),
+            ("demo", "stop"),
+            ("accountant", "close"),
+            ("executor", "shutdown"),
+            ("store", "dispose"),
+        ):
+            part = getattr(self, name, None)
+            if part is None:
+                continue
+            try:
+                if name == "executor":
+                    part.shutdown(wait=False)
+                    continue
+                result = getattr(part, stop)()
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:
+                self.log.exception("lumen: stopping the %s failed", name)
+
+
+def _refuse_a_lumen_database(store: Store) -> None:
+    """A database of Lumen itself is not ours to migrate: its tables would clash with ours."""
+    from sqlalchemy import inspect
+
+    names = set(inspect(store.engine).get_table_names())
+    if {"model_configs", "entities"} & names:
+        store.dispose()
+        raise ConfigError(
+            "app.database.url names a database that holds Lumen's own tables; give "
+            "lumen-jupyter a database of its own (c.LumenJupyter.database_url)"
+        )
 
 
 def _serves_lumen(rule: Any) -> bool:
