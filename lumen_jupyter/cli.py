@@ -32,6 +32,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import cli_format as fmt
 from ._version import __version__
+from .cli_check import check_config
 from .core.accounts import Identity
 from .core.catalog import Catalog, PoolSpec
 from .core.clock import isoformat_z
@@ -350,6 +351,10 @@ def list_users(admin: Admin) -> list[dict[str, Any]]:
     return result
 
 
+def cmd_check_config(admin: Admin | None, args: argparse.Namespace) -> Output:
+    return check_config(args.file)
+
+
 # -- wiring ---------------------------------------------------------------------------------
 
 Handler = Callable[[Admin, argparse.Namespace], Output]
@@ -410,6 +415,13 @@ def build_parser() -> _Parser:
     usage.add_argument("--by", choices=list(GROUPINGS), default="model")
 
     command("users", cmd_users, "every account with its pool and balance")
+
+    check = command(
+        "check-config",
+        cmd_check_config,
+        "validate a YAML file (ours or Lumen's) and print the policy it resolves to",
+    )
+    check.add_argument("file", metavar="FILE")
     return parser
 
 
@@ -419,10 +431,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if getattr(args, "handler", None) is None:
-            parser.error("choose a command: grant, pool, keys, revoke, usage, users (or --help)")
+            parser.error(
+                "choose a command: grant, pool, keys, revoke, usage, users, check-config "
+                "(or --help)"
+            )
         check_args(args)
-        with open_admin(args) as admin:
-            data, text = args.handler(admin, args)
+        if args.command == "check-config":  # needs no database
+            data, text = cmd_check_config(None, args)
+        else:
+            with open_admin(args) as admin:
+                data, text = args.handler(admin, args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:
