@@ -21,6 +21,7 @@ from lumen_jupyter.core.errors import ConfigError
 from lumen_jupyter.core.money import MICRO
 from lumen_jupyter.core.policy import policy_report
 from lumen_jupyter.core.pools import resolve_pool
+from lumen_jupyter.store import Store, sqlite_url
 
 SHIPPED_STYLE = """
 app:
@@ -393,3 +394,20 @@ def test_policy_report_and_check_config(tmp_path: Path, capsys: pytest.CaptureFi
     path.write_text("groups:\n  g:\n    max: lots\n", encoding="utf-8")
     assert main(["check-config", str(path)]) == 2
     assert "groups.g.max must be a number (got 'lots')" in capsys.readouterr().err
+
+
+def test_the_cli_uses_the_files_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LUMEN_DATABASE_URL", raising=False)
+    path = tmp_path / "config.yaml"
+    path.write_text("app:\n  database:\n    url: sqlite:///gateway.db\n", encoding="utf-8")
+    assert main(["users", "--config", str(path)]) == 2
+    assert f"no database at {tmp_path / 'gateway.db'}" in capsys.readouterr().err
+    store = Store(sqlite_url(tmp_path / "gateway.db"))
+    store.migrate()
+    store.dispose()
+    assert main(["grant", "ada", "3", "--create", "--config", str(path), "--json"]) == 0
+    capsys.readouterr()
+    assert main(["users", "--config", str(path), "--json"]) == 0
+    assert [u["username"] for u in json.loads(capsys.readouterr().out)["users"]] == ["ada"]
