@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gc
 import getpass
+import inspect
 import os
 import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default
@@ -159,7 +162,7 @@ class LumenJupyter(ExtensionApp):
         try:
             self._initialize_lumen()
         except ConfigError as exc:
-            self._fail(exc.message)
+            self._fail(f"lumen configuration error: {exc.message}")
         except Exception as exc:  # a database that cannot be opened, a bad secret file ...
             self.log.exception("lumen: could not start")
             self._fail(f"lumen could not start: {type(exc).__name__} (see the server log)")
@@ -167,7 +170,7 @@ class LumenJupyter(ExtensionApp):
     def _fail(self, message: str) -> None:
         self.config_error = message
         self.gateway = None
-        self.log.error("lumen: configuration error, the lumen API answers 503: %s", message)
+        self.log.error("%s; every lumen route answers 503 until the server restarts", message)
         self.settings.update(
             {
                 "lumen_config_error": message,
@@ -317,33 +320,32 @@ class LumenJupyter(ExtensionApp):
             self.handlers.extend(self.gateway.routes("lumen/v1"))
 
     async def stop_extension(self) -> None:
-        """Release what was started; never raises, so the server always stops."""
-        for name, stop in (
-            ("gateway", "close"),
-            ("demo", "stop"),
-            ("accountant", "close"),
-            ("executor", "shutdown"),
-            ("store", "dispose"),
-        ):
+        """Release what was started, in order; never raises, so the server always stops
+        (also after a start-up that failed half way)."""
+        for name, stop in _STOPS:
             part = getattr(self, name, None)
             if part is None:
                 continue
             try:
-                if name == "executor":
-                    part.shutdown(wait=False)
-                    continue
-                result = getattr(part, stop)()
-                if hasattr(result, "__await__"):
+                result = stop(part)
+                if inspect.isawaitable(result):
                     await result
             except Exception:
                 self.log.exception("lumen: stopping the %s failed", name)
 
 
+_STOPS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("gateway", lambda gateway: gateway.close()),
+    ("demo", lambda demo: demo.stop()),
+    ("accountant", lambda accountant: accountant.close()),
+    ("executor", lambda executor: executor.shutdown(wait=False)),
+    ("store", lambda store: store.dispose()),
+)
+
+
 def _refuse_a_lumen_database(store: Store) -> None:
     """A database of Lumen itself is not ours to migrate: its tables would clash with ours."""
-    from sqlalchemy import inspect
-
-    names = set(inspect(store.engine).get_table_names())
+    names = set(sqlalchemy.inspect(store.engine).get_table_names())
     if {"model_configs", "entities"} & names:
         store.dispose()
         raise ConfigError(

@@ -124,13 +124,13 @@ class LumenHandler(APIHandler):
             assert token is not None
             self._lumen_bearer = True
             if same_digest(token, self.settings.get("lumen_kernel_token", "")):
-                raise ConfigurationFailed(f"lumen configuration error: {failure}")
+                raise ConfigurationFailed(failure)
             # A personal key cannot be checked without the store: say only that lumen is down.
             raise ConfigurationFailed("lumen is unavailable: its configuration failed to load")
         await super().prepare()
         if not self.current_user:
             raise web.HTTPError(403, "Authentication required")
-        raise ConfigurationFailed(f"lumen configuration error: {failure}")
+        raise ConfigurationFailed(failure)
 
     def check_xsrf_cookie(self) -> None:
         if self._lumen_bearer:
