@@ -127,8 +127,10 @@ def resolve_database_url(url: str, config_dir: Path) -> str:
 def parse_config(data: Any, *, base: Catalog | None = None, origin: str = "config") -> Catalog:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{origin}: the top level must be a mapping")
-    version = data.get("version", 2)
-    if version not in (1, 2, 3):
+    version = data.get("version") or 1  # Lumen reads a missing version as 1
+    if isinstance(version, str) and version.strip().isdigit():
+        version = int(version)  # as Lumen does: version: "2"
+    if isinstance(version, bool) or version not in (1, 2, 3):
         raise ConfigError(f"{origin}: version must be 1, 2 or 3 (got {version!r})")
     start = base or Catalog()
     unused = [str(key) for key in data if str(key) not in SECTIONS]

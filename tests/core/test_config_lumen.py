@@ -287,6 +287,18 @@ def test_database_url_relative_to_the_file(tmp_path: Path) -> None:
     assert resolve_database_url("postgresql://h/db", tmp_path) == "postgresql://h/db"
 
 
+@pytest.mark.parametrize("version", [None, 1, 2, 3, "2"])
+def test_versions(version: Any) -> None:
+    catalog = parse_config({"version": version, "models": [{"name": "m", "disabled": True}]})
+    assert not catalog.models["m"].active
+
+
+@pytest.mark.parametrize("version", [4, "two", True, 2.5])
+def test_unknown_versions(version: Any) -> None:
+    with pytest.raises(ConfigError, match="version must be 1, 2 or 3"):
+        parse_config({"version": version})
+
+
 def test_empty_sections_load() -> None:
     catalog = parse_config(
         {"app": None, "api": None, "defaults": None, "groups": None, "users": None, "models": None}
