@@ -54,6 +54,8 @@ groups:
     model_access:
       default: allowed
       blocked: [pro-alias]
+      graylist: [legacy-gray]     # Lumen's v1 words, still accepted
+      blacklist: [legacy-black]
     rules:
       - field: affiliation
         contains: theory@
@@ -96,6 +98,12 @@ models:
       - {{url: "{url}", api_key: x, model: demo-free}}
   - name: granted-model
     access: blocked
+    endpoints:
+      - {{url: "{url}", api_key: x, model: demo-free}}
+  - name: legacy-gray
+    endpoints:
+      - {{url: "{url}", api_key: x, model: demo-free}}
+  - name: legacy-black
     endpoints:
       - {{url: "{url}", api_key: x, model: demo-free}}
 """
@@ -167,9 +175,15 @@ async def test_the_policy_lumen_means(
         "acked-model": "needs_ack",
         "retired": "blocked",  # disabled beats access: allowed
         "granted-model": "allowed",  # the email-keyed user's allowed list beats access: blocked
+        "legacy-gray": "needs_ack",  # a graylist entry: allowed, and the model needs consent
+        "legacy-black": "blocked",
     }
     notices = {m["name"]: m["notice"] for m in models["models"] if m["notice"]}
-    assert notices == {"consent-model": DEFAULT_ACK, "acked-model": OWN_ACK}
+    assert notices == {
+        "consent-model": DEFAULT_ACK,
+        "acked-model": OWN_ACK,
+        "legacy-gray": DEFAULT_ACK,
+    }
 
     # The group's pool: max 40, starting 30, refresh from defaults.tokens.
     status, profile = await api(jp_fetch, "GET", "profile")
@@ -191,6 +205,8 @@ async def test_the_policy_lumen_means(
     assert await call(client, "granted-model") == (200, "ok")
     assert await call(client, "retired") == (404, "model_disabled")
     assert await call(client, "pro-alias") == (403, "model_blocked")
+    assert await call(client, "legacy-black") == (403, "model_blocked")
+    assert await call(client, "legacy-gray") == (403, "consent_required")
     assert await call(client, "consent-model") == (403, "consent_required")
     status, _ = await api(
         jp_fetch,
