@@ -76,6 +76,14 @@ def is_lumen_credential(token: str | None) -> bool:
     )
 
 
+class ConfigurationFailed(LumenError):
+    """lumen is not running: its configuration failed to load (every route says why)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "lumen_config_error"
+
+
 class LumenHandler(APIHandler):
     """Base for every lumen endpoint: auth, JSON bodies, errors, and off-loop DB work."""
 
@@ -107,6 +115,9 @@ class LumenHandler(APIHandler):
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     async def prepare(self) -> None:  # type: ignore[override]
+        failure = self.settings.get("lumen_config_error")
+        if failure is not None:
+            await self._refuse_while_unconfigured(failure)
         token = bearer_token(self)
         if is_lumen_credential(token):
             assert token is not None
@@ -117,6 +128,22 @@ class LumenHandler(APIHandler):
             self.current_user = self._jupyter_current_user = user
             return
         await super().prepare()
+
+    async def _refuse_while_unconfigured(self, failure: str) -> None:
+        """503 with the reason to a caller this server knows; no details to anyone else."""
+        token = bearer_token(self)
+        if is_lumen_credential(token):
+            assert token is not None
+            self._lumen_bearer = True
+            credentials: KernelCredentials = self.settings["lumen_kernel_credentials"]
+            if credentials.valid(token):
+                raise ConfigurationFailed(failure)
+            # A personal key cannot be checked without the store: say only that lumen is down.
+            raise ConfigurationFailed("lumen is unavailable: its configuration failed to load")
+        await super().prepare()
+        if not self.current_user:
+            raise web.HTTPError(403, "Authentication required")
+        raise ConfigurationFailed(failure)
 
     def check_xsrf_cookie(self) -> None:
         if self._lumen_bearer:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tornado import web
+
 from ..core.errors import BadRequest
 from .auth import LumenHandler, RestHandler, lumen_endpoint
 from .events import EventsHandler
@@ -127,3 +129,18 @@ def api_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
         (f"{prefix}/events", EventsHandler),
         (f"{prefix}/openapi.json", OpenAPIHandler),
     ]
+
+
+class UnavailableHandler(LumenHandler):
+    """Every lumen route while the configuration has failed to load: the base handler
+    answers 503 with the reason before any of these methods could run."""
+
+    async def get(self, *args: str) -> None:
+        raise web.HTTPError(503)
+
+    post = patch = put = delete = get
+
+
+def unavailable_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+    """The routes of a lumen that could not start: its REST API and its model API."""
+    return [(rf"{prefix}/(api|v1)(/.*)?", UnavailableHandler)]

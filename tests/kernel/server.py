@@ -124,6 +124,7 @@ def start_server(
     lumen_settings: dict[str, Any] | None = None,
     jupyter_config: dict[str, Any] | None = None,
     db_path: Path | None = None,
+    ready_status: int = 200,
 ) -> JupyterServer:
     """Start ``jupyter server`` with the extension on the embedded default (or a YAML file).
 
@@ -210,17 +211,17 @@ def start_server(
         process=process,
         log_path=log_path,
     )
-    _wait_ready(server)
+    _wait_ready(server, ready_status)
     return server
 
 
-def _wait_ready(server: JupyterServer) -> None:
+def _wait_ready(server: JupyterServer, ready_status: int = 200) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError("jupyter server exited:\n" + server.log_path.read_text()[-4000:])
         try:
-            if server.rest("GET", "lumen/api/profile").status_code == 200:
+            if server.rest("GET", "lumen/api/profile").status_code == ready_status:
                 return
         except httpx.HTTPError:
             pass
