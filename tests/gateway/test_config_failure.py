@@ -60,7 +60,11 @@ async def test_every_lumen_route_answers_503_with_the_reason(
         assert error["code"] == "lumen_config_error"
         assert REASON in error["message"]
 
-    kernel = openai.AsyncOpenAI(base_url=gateway_url, api_key=lumen_app.kernel_token, max_retries=0)
+    kernel = openai.AsyncOpenAI(
+        base_url=gateway_url,
+        api_key=lumen_app.kernel_credentials.issue("test-kernel"),
+        max_retries=0,
+    )
     with pytest.raises(openai.APIStatusError) as failed:
         await kernel.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     assert failed.value.status_code == 503

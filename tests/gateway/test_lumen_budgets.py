@@ -122,7 +122,10 @@ async def test_the_group_budget_applies(lumen_app: Any, aclient: Any, books: Any
     assert state["refresh_per_hour"]["micro"] == 0
     assert books.balance() == 1_000  # starting: 0.001
     # Its worst case (100 output tokens at 150/M = 0.015) is more than the group's balance.
-    assert await call(aclient(lumen_app.kernel_token)) == (429, "coins_exhausted")
+    assert await call(aclient(lumen_app.kernel_credentials.issue("test-kernel"))) == (
+        429,
+        "coins_exhausted",
+    )
     assert books.balance() == 1_000
     books.check_ledger()
 
@@ -131,7 +134,7 @@ async def test_the_group_budget_applies(lumen_app: Any, aclient: Any, books: Any
 async def test_a_users_own_pool_beats_the_groups(lumen_app: Any, aclient: Any, books: Any) -> None:
     state = lumen_app.service.pool_state(lumen_app.identity)
     assert state == {"state": "unlimited", "source": "user"}
-    assert await call(aclient(lumen_app.kernel_token)) == (200, "ok")
+    assert await call(aclient(lumen_app.kernel_credentials.issue("test-kernel"))) == (200, "ok")
     await books.settled()
     books.check_ledger()
 
@@ -140,7 +143,10 @@ async def test_a_users_own_pool_beats_the_groups(lumen_app: Any, aclient: Any, b
 async def test_without_a_pool_calls_are_refused(lumen_app: Any, aclient: Any) -> None:
     assert lumen_app.config_error is None
     assert lumen_app.service.pool_state(lumen_app.identity) == {"state": "none", "source": None}
-    assert await call(aclient(lumen_app.kernel_token)) == (403, "no_pool")
+    assert await call(aclient(lumen_app.kernel_credentials.issue("test-kernel"))) == (
+        403,
+        "no_pool",
+    )
 
 
 UNUSED_LOGGED = "configuration keys read but not used here: app.name"

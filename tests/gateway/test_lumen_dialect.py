@@ -199,7 +199,7 @@ async def test_the_policy_lumen_means(
     assert profile["user"]["email"] == "ada@example.org"
 
     # The kernel credential: not rate limited, so every outcome below is the policy's.
-    client = aclient(lumen_app.kernel_token)
+    client = aclient(lumen_app.kernel_credentials.issue("test-kernel"))
     assert await call(client, "demo-free") == (200, "ok")
     assert await call(client, "demo-pro") == (200, "ok")
     assert await call(client, "granted-model") == (200, "ok")
