@@ -85,6 +85,26 @@ class LumenJupyter(ExtensionApp):
     )
     upstream_timeout = Float(300.0, config=True, help="Seconds an upstream call may take in total.")
     upstream_connect_timeout = Float(10.0, config=True, help="Seconds to connect upstream.")
+    validate_cert = Bool(
+        True,
+        config=True,
+        help="Verify the certificates of https upstreams (an endpoint's 'verify' overrides).",
+    )
+    ca_certs = Unicode(
+        "",
+        config=True,
+        help="CA bundle (PEM) trusted for https upstreams instead of the system's; empty: "
+        "the system's (SSL_CERT_FILE applies). An endpoint's 'ca_certs' overrides.",
+    )
+    client_cert = Unicode(
+        "", config=True, help="Client certificate (PEM) presented to https upstreams."
+    )
+    client_key = Unicode("", config=True, help="Key of client_cert, if not in the same file.")
+    max_upstream_answer_bytes = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Largest non-streamed upstream answer accepted (a larger one is a 502).",
+    )
     health_interval = Float(60.0, config=True, help="Seconds between endpoint health probes.")
     max_request_bytes = Int(
         10 * 1024 * 1024, config=True, help="Largest model request body accepted (413 above)."
@@ -200,9 +220,19 @@ class LumenJupyter(ExtensionApp):
         )
 
     def _make_gateway(self) -> Any:
+        from ..gateway.http_client import TLSSettings
         from ..gateway.proxy import Gateway
 
         gateway = Gateway(self)
+        gateway.upstreams.configure_transport(
+            TLSSettings(
+                validate_cert=self.validate_cert,
+                ca_certs=self.ca_certs or None,
+                client_cert=self.client_cert or None,
+                client_key=self.client_key or None,
+            ),
+            max_answer_bytes=self.max_upstream_answer_bytes,
+        )
         self.settings["lumen_gateway"] = gateway
         return gateway
 
