@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .._version import __version__
 
@@ -209,6 +210,15 @@ class _GuardedHandler(ResponseHandler):
         self.received += len(data)
         super().data_received(data)
 
+    def set_exception(self, exc: BaseException, *cause: Any) -> None:
+        # A body that turns invalid (a bad chunk size after good ones) sets the error on
+        # the connection only, and drops the read timeout: a reader waiting for the body
+        # would wait for the total timeout, or forever.  Hand the error to the body too.
+        super().set_exception(exc, *cause)
+        payload = getattr(self, "_payload", None)
+        if isinstance(exc, HttpProcessingError) and payload is not None and not payload.is_eof():
+            payload.set_exception(aiohttp.ClientPayloadError(f"broken answer: {describe(exc)}"))
+
 
 class _GuardedConnector(aiohttp.TCPConnector):
     """A connector whose connections are :class:`_GuardedHandler`.
@@ -297,6 +307,9 @@ class Response:
         except aiohttp.ClientError as error:
             self.close()
             raise _payload_error(error) from None
+        except RuntimeError as error:  # aiohttp's word for a body read after the close
+            self.close()
+            raise Disconnected(f"the connection closed during the answer: {error}") from None
 
     def close(self) -> None:
         """Done with the response: an incomplete body closes the connection."""

@@ -402,3 +402,24 @@ async def test_a_client_certificate_is_presented(ca: trustme.CA, tmp_path: Path)
             assert await post(client, url, tls=with_cert) == (200, b'{"over": "tls"}')
     finally:
         await server.stop()
+
+
+@pytest.mark.parametrize(
+    "bad", [b"-6\r\n", b"zz\r\n", b"1\r\nAB\r\n"], ids=["negative", "not hex", "no CRLF"]
+)
+async def test_a_body_that_turns_invalid_fails_the_waiting_reader_at_once(bad: bytes) -> None:
+    async def script(server: Scripted, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the reader waits for more
+        writer.write(bad)
+        await writer.drain()
+        await reader.read()
+
+    async with HttpClient(connect_timeout=2) as client, Scripted(script) as server:
+        response = await client.request("POST", server.url, headers={}, body=b"{}")
+        started = time.monotonic()
+        with pytest.raises(Disconnected, match="broken answer"):
+            await asyncio.wait_for(response.read(), 5)  # no timeout of the client's own
+        assert time.monotonic() - started < 1.0
