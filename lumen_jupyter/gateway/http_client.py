@@ -30,7 +30,6 @@ No URL with a password (a proxy's ``user:pass@``) ever appears in a message.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import functools
 import logging
@@ -159,14 +158,9 @@ def environment_proxy(url: str) -> str | None:
     proxies = urllib.request.getproxies_environment()
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if parts.port:
-        host_port = f"{host}:{parts.port}"
-    else:
-        host_port = host
-    if proxies.get("no") and (
-        urllib.request.proxy_bypass_environment(host_port, proxies)
-        or urllib.request.proxy_bypass_environment(host, proxies)
-    ):
+    host_port = f"{host}:{parts.port}" if parts.port else host
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if proxies.get("no") and (bypass(host_port, proxies) or bypass(host, proxies)):
         return None
     found = proxies.get(parts.scheme) or proxies.get("all")
     if found and "://" not in found:
@@ -230,7 +224,7 @@ class _GuardedConnector(aiohttp.TCPConnector):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._factory = functools.partial(_GuardedHandler, loop=self._loop)
+        self._factory = functools.partial(_GuardedHandler, loop=self._loop)  # type: ignore[assignment]
 
     def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
         if isinstance(protocol, _GuardedHandler):
@@ -423,19 +417,15 @@ class HttpClient:
             try:
                 response = await session.request(method, url, **options)
             except aiohttp.ClientHttpProxyError as error:
-                raise ConnectFailed(f"the proxy refused: {error.status}") from None
+                raise ConnectFailed(f"the proxy refused the connection ({error.status})") from None
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
                 raise ConnectFailed(f"cannot connect: {describe(error)}") from None
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
                 protocol = attempt.protocol
-                if (
-                    not retry
-                    and attempt.reused
-                    and protocol is not None
-                    and protocol.received == 0
-                ):
+                if not retry and attempt.reused and protocol is not None and protocol.received == 0:
                     continue  # the pool's connection was closed under us: once more, afresh
-                raise Disconnected(f"the upstream closed the connection: {describe(error)}") from None
+                closed = f"the upstream closed the connection: {describe(error)}"
+                raise Disconnected(closed) from None
             except TimeoutError:
                 raise TimeoutError("the upstream did not answer in time") from None
             except aiohttp.ClientResponseError as error:

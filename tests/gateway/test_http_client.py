@@ -237,15 +237,15 @@ async def test_idle_connections_are_dropped() -> None:
         await reader.read()  # the client closes the idle connection
         closed_after.append(time.monotonic() - answered)
 
-    async with HttpClient(connect_timeout=2, keepalive_seconds=0.3) as client:
-        async with Scripted(script) as server:
-            assert await post(client, server.url) == (200, b"ok")
-            await asyncio.sleep(0.4)
-            assert await post(client, server.url) == (200, b"ok")
-            assert server.connections == 2  # too old to be reused
-            deadline = time.monotonic() + 3
-            while len(closed_after) < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+    client = HttpClient(connect_timeout=2, keepalive_seconds=0.3)
+    async with client, Scripted(script) as server:
+        assert await post(client, server.url) == (200, b"ok")
+        await asyncio.sleep(0.4)
+        assert await post(client, server.url) == (200, b"ok")
+        assert server.connections == 2  # too old to be reused
+        deadline = time.monotonic() + 3
+        while len(closed_after) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
     assert len(closed_after) == 2 and max(closed_after) < 1.0
 
 
