@@ -278,6 +278,20 @@ class Response:
 
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body; more than ``limit`` bytes (decoded) raises :class:`TooLarge`."""
+        declared = self._response.content_length
+        plain = "Content-Encoding" not in self.headers  # else the decoded size may be larger
+        if declared is not None and plain and (limit is None or declared <= limit):
+            try:  # framed by Content-Length: aiohttp reads no further
+                return await self._response.read()
+            except TimeoutError:
+                self.close()
+                raise TimeoutError("the upstream stopped sending") from None
+            except aiohttp.ClientError as error:
+                self.close()
+                raise _payload_error(error) from None
+            except RuntimeError as error:
+                self.close()
+                raise Disconnected(f"the connection closed during the answer: {error}") from None
         body = bytearray()
         async for piece in self.chunks():
             body += piece
@@ -417,7 +431,11 @@ class HttpClient:
                 raise ConnectFailed(f"the proxy refused the connection ({error.status})") from None
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
                 raise ConnectFailed(f"cannot connect: {describe(error)}") from None
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            except (
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+                aiohttp.ClientConnectionResetError,
+            ) as error:
                 protocol = attempt.protocol
                 if not retry and attempt.reused and protocol is not None and protocol.received == 0:
                     continue  # the pool's connection was closed under us: once more, afresh

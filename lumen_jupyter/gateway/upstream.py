@@ -92,8 +92,10 @@ class Upstreams:
         self.client.tls = tls
         self.max_answer_bytes = max_answer_bytes
 
-    def tls(self, endpoint: EndpointSpec) -> TLSSettings:
-        """The server's TLS settings with the endpoint's own on top."""
+    def tls(self, endpoint: EndpointSpec) -> TLSSettings | None:
+        """The server's TLS settings with the endpoint's own on top (None: plain http)."""
+        if not endpoint.url.startswith("https://"):
+            return None
         return self.client.tls.override(
             validate_cert=endpoint.verify,
             ca_certs=endpoint.ca_certs,

@@ -423,3 +423,19 @@ async def test_a_body_that_turns_invalid_fails_the_waiting_reader_at_once(bad: b
         with pytest.raises(Disconnected, match="broken answer"):
             await asyncio.wait_for(response.read(), 5)  # no timeout of the client's own
         assert time.monotonic() - started < 1.0
+
+
+async def test_the_size_limit_counts_decoded_bytes() -> None:
+    bomb = gzip.compress(b"0" * (4 * 1024 * 1024))  # ~4 kB on the wire
+
+    async def script(server: Scripted, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(answer(bomb, b"Content-Encoding: gzip\r\n"))
+        await writer.drain()
+        await reader.read()
+
+    async with HttpClient(connect_timeout=2) as client, Scripted(script) as server:
+        response = await client.request("POST", server.url, headers={}, body=b"{}")
+        assert len(bomb) < 1024 * 1024
+        with pytest.raises(TooLarge):
+            await response.read(limit=1024 * 1024)
