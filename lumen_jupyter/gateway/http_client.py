@@ -3,7 +3,7 @@
 Every model call makes one upstream request, so this client must be fast, but
 above all it must not trust the upstream: a paid provider, a model server or a
 forward proxy on an institutional network may send anything.  The wire protocol
-is aiohttp's (its parser is llhttp, a well-kept, fuzzed C parser that refuses
+is aiohttp's (its C parser is llhttp, Node.js's well-kept parser, which refuses
 bad chunk sizes, bad or doubled lengths and over-long heads); this module only
 chooses its settings and adds what a gateway needs on top:
 
