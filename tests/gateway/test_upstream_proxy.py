@@ -7,10 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import socket
 import ssl
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,51 +20,10 @@ from lumen_jupyter.core.config import parse_endpoint
 from lumen_jupyter.core.errors import ConfigError
 
 from .conftest import DEFAULT_POOL, model_entry
+from .forward_proxy import PASSWORD, TinyProxy
 from .scripted import Scripted, answer, completion
 
-PASSWORD = "s3cr3t-proxy-pw"
 MESSAGES = [{"role": "user", "content": "Say hello"}]
-
-
-class TinyProxy:
-    """A tinyproxy on loopback that wants a password; its log says what it forwarded."""
-
-    def __init__(self, directory: Path) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.log = directory / "tinyproxy.log"
-        config = directory / "tinyproxy.conf"
-        config.write_text(
-            f"Port {self.port}\nListen 127.0.0.1\nTimeout 30\nLogLevel Connect\n"
-            f"MaxClients 50\nAllow 127.0.0.1\nBasicAuth lumen {PASSWORD}\n",
-            encoding="utf-8",
-        )
-        binary = shutil.which("tinyproxy")
-        assert binary is not None
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [binary, "-d", "-c", str(config)], stdout=out, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(self.log.read_text(errors="replace")) from None
-                time.sleep(0.05)
-
-    def url(self, password: str = PASSWORD) -> str:
-        return f"http://lumen:{password}@127.0.0.1:{self.port}"
-
-    def forwarded(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(10)
 
 
 @pytest.fixture
