@@ -218,8 +218,8 @@ class _GuardedConnector(aiohttp.TCPConnector):
     """A connector whose connections are :class:`_GuardedHandler`.
 
     aiohttp has no public hook for a connection going idle and coming back, so
-    this uses two of its internals (the protocol factory and ``_release``); the
-    hostile-upstream tests fail if a new aiohttp version changes them.
+    this uses three of its internals (the protocol factory, ``_release`` and the
+    protocol's ``_payload``); the client's tests fail if a new aiohttp changes them.
     """
 
     def __init__(self, **options: Any) -> None:

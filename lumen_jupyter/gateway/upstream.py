@@ -87,9 +87,13 @@ class Upstreams:
         self.client = HttpClient(connect_timeout=connect_timeout)
         self.max_answer_bytes = MAX_ANSWER
 
-    def configure_transport(self, tls: TLSSettings, *, max_answer_bytes: int) -> None:
-        """The server-wide TLS settings and answer size limit (before the first call)."""
+    def configure_transport(
+        self, tls: TLSSettings, *, max_answer_bytes: int, keepalive_seconds: float
+    ) -> None:
+        """The server-wide TLS settings, answer size limit and keep-alive (before the
+        first call)."""
         self.client.tls = tls
+        self.client.keepalive_seconds = keepalive_seconds
         self.max_answer_bytes = max_answer_bytes
 
     def tls(self, endpoint: EndpointSpec) -> TLSSettings | None:

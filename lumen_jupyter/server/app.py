@@ -100,6 +100,13 @@ class LumenJupyter(ExtensionApp):
         "", config=True, help="Client certificate (PEM) presented to https upstreams."
     )
     client_key = Unicode("", config=True, help="Key of client_cert, if not in the same file.")
+    upstream_keepalive = Float(
+        2.0,
+        config=True,
+        help="Seconds an idle upstream connection may be reused (it is closed within twice "
+        "that). Keep it below the upstream servers' own keep-alive (uvicorn, vLLM's server: "
+        "5 s); a remote https provider may allow more, saving TLS handshakes.",
+    )
     max_upstream_answer_bytes = Int(
         64 * 1024 * 1024,
         config=True,
@@ -232,6 +239,7 @@ class LumenJupyter(ExtensionApp):
                 client_key=self.client_key or None,
             ),
             max_answer_bytes=self.max_upstream_answer_bytes,
+            keepalive_seconds=self.upstream_keepalive,
         )
         self.settings["lumen_gateway"] = gateway
         return gateway
