@@ -6,10 +6,14 @@ non-streaming ``chat/completions`` POST) with keep-alive: first one at a time,
 then 16 at once on one pooled client.  Reported: CPU of the client process per
 request (its whole cost, loop included), requests/s, and p50/p99 latency.
 "Raw streams" (asyncio streams, a hand-written request, no parsing beyond the
-Content-Length) is the floor.
+Content-Length) is the floor; "aiohttp" is a plain session, "lumen http_client"
+the gateway's client (aiohttp with its guards).  ``--baseline FILE`` adds any
+module with the same ``HttpClient`` interface (an earlier version of the
+client, say) to the comparison.
 
     python benchmarks/bench_http_clients.py            # ~1 min
     python benchmarks/bench_http_clients.py --seconds 5
+    python benchmarks/bench_http_clients.py --baseline /tmp/old_http_client.py
 
 Results go to ``benchmarks/results/http_clients-<stamp>.json``.
 """
@@ -67,8 +71,16 @@ async def make():
             r = await client.post(URL, content=BODY, headers=HEADERS)
             return r.status_code
         return call, client.aclose
-    if NAME == "lumen http_client":
-        from lumen_jupyter.gateway.http_client import HttpClient
+    if NAME in ("lumen http_client", "baseline"):
+        if NAME == "baseline":
+            import importlib.util
+            found = importlib.util.spec_from_file_location("baseline_client", spec["baseline"])
+            module = importlib.util.module_from_spec(found)
+            sys.modules["baseline_client"] = module
+            found.loader.exec_module(module)
+            HttpClient = module.HttpClient
+        else:
+            from lumen_jupyter.gateway.http_client import HttpClient
         client = HttpClient(connect_timeout=10)
         async def call():
             r = await client.request("POST", URL, headers=HEADERS, body=BODY, timeout=60)
@@ -128,8 +140,16 @@ asyncio.run(main())
 """
 
 
-def measure(client: str, url: str, seconds: float, concurrency: int) -> dict[str, Any]:
-    spec = {"url": url, "seconds": seconds, "concurrency": concurrency, "client": client}
+def measure(
+    client: str, url: str, seconds: float, concurrency: int, baseline: str | None = None
+) -> dict[str, Any]:
+    spec = {
+        "url": url,
+        "seconds": seconds,
+        "concurrency": concurrency,
+        "client": client,
+        "baseline": baseline,
+    }
     command = [sys.executable, "-c", WORKER, json.dumps(spec)]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0", *command]
@@ -144,16 +164,21 @@ def measure(client: str, url: str, seconds: float, concurrency: int) -> dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="per client and concurrency")
+    parser.add_argument(
+        "--baseline", help="a module file whose HttpClient joins the comparison as 'baseline'"
+    )
     args = parser.parse_args()
     facts = h.machine_facts({"aiohttp": h._version("aiohttp"), "httpx": h._version("httpx")})
     print(f"machine: {facts['host_cores']} cores, load {h.loadavg()}", flush=True)
     _proc, demo_url, _port = start_demo("1")
     url = demo_url.rstrip("/") + "/chat/completions"
     rows: dict[str, dict[str, Any]] = {}
-    for client in CLIENTS:
+    clients = (*CLIENTS, "baseline") if args.baseline else CLIENTS
+    baseline = str(Path(args.baseline).resolve()) if args.baseline else None
+    for client in clients:
         rows[client] = {}
         for concurrency in (1, 16):
-            result = measure(client, url, args.seconds, concurrency)
+            result = measure(client, url, args.seconds, concurrency, baseline)
             rows[client][f"c{concurrency}"] = result
             if "error" in result:
                 print(f"  {client:18} c={concurrency:<2} error: {result['error']}", flush=True)

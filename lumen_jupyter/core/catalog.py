@@ -83,6 +83,14 @@ class EndpointSpec:
     url: str
     model: str
     api_key: Secret = field(default_factory=lambda: Secret(""))
+    #: A forward proxy for this endpoint (it may hold ``user:password@``); empty: the
+    #: environment's ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` decide.
+    proxy: Secret = field(default_factory=lambda: Secret(""))
+    #: TLS for an https endpoint; ``None`` keeps the server-wide setting.
+    verify: bool | None = None
+    ca_certs: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -356,4 +356,39 @@ def parse_endpoint(entry: Any, where: str, model_name: str) -> EndpointSpec:
     upstream = data.get("model", model_name)
     if not isinstance(upstream, str) or not upstream:
         raise ConfigError(f"{where}: model must be a non-empty string")
-    return EndpointSpec(url=url.rstrip("/"), model=upstream, api_key=Secret(api_key))
+    return EndpointSpec(
+        url=url.rstrip("/"),
+        model=upstream,
+        api_key=Secret(api_key),
+        **parse_endpoint_transport(data, where),
+    )
+
+
+def parse_endpoint_transport(data: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """An endpoint's ``proxy``, ``verify`` (true, false or a CA bundle's path),
+    ``ca_certs``, ``client_cert`` and ``client_key``; files must exist."""
+    found: dict[str, Any] = {}
+    proxy = data.get("proxy")
+    if proxy is not None:
+        if not isinstance(proxy, str) or not proxy.startswith(("http://", "https://")):
+            raise ConfigError(f"{where}: proxy must be an http:// or https:// address")
+        found["proxy"] = Secret(proxy)
+    verify = data.get("verify")
+    if isinstance(verify, str):
+        found["ca_certs"] = verify
+    elif verify is not None:
+        found["verify"] = _bool(verify, f"{where}: verify")
+    for name in ("ca_certs", "client_cert", "client_key"):
+        value = data.get(name)
+        if value is not None:
+            found[name] = _text(value, f"{where}: {name}")
+    for name in ("ca_certs", "client_cert", "client_key"):
+        path = found.get(name)
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ConfigError(f"{where}: {name} names no readable file: {path}")
+        if path is not None:
+            found[name] = str(Path(path).expanduser())
+    if "client_key" in found and "client_cert" not in found:
+        raise ConfigError(f"{where}: client_key needs client_cert")
+    return found
+

@@ -1,40 +1,72 @@
-"""The HTTP/1.1 client of the upstream calls: keep-alive pools and streamed bodies.
+"""The HTTP client of the upstream calls: aiohttp, tuned for a gateway.
 
-Every model call makes one upstream request.  aiohttp spent ~0.39 ms of CPU on
-each (request objects, cookie jar, tracing hooks, stream readers), a third of
-the gateway's whole cost per call, where the same exchange over a plain asyncio
-protocol takes ~0.12 ms.  The gateway needs little of HTTP: POST or GET a JSON
-body, read a head, then a body framed by Content-Length, chunked encoding or the
-end of the connection, either whole or piece by piece as it arrives.  That is
-what this module does, with connect and read timeouts, TLS for ``https``
-upstreams, back-pressure on huge streams, and connections kept alive per host.
+Every model call makes one upstream request, so this client must be fast, but
+above all it must not trust the upstream: a paid provider, a model server or a
+forward proxy on an institutional network may send anything.  The wire protocol
+is aiohttp's (its C parser is llhttp, Node.js's well-kept parser, which refuses
+bad chunk sizes, bad or doubled lengths and over-long heads); this module only
+chooses its settings and adds what a gateway needs on top:
 
-Errors say whether anything reached the upstream: :class:`ConnectFailed` (no
-connection, so another endpoint may be tried), :class:`Disconnected` (the
-upstream closed the connection), :class:`ProtocolError` (not HTTP/1.1 as we know
-it); timeouts raise :class:`TimeoutError`.
+* one session for the whole server, without cookie jar or redirects, keep-alive
+  pools per host that drop idle connections after :data:`KEEPALIVE_SECONDS`
+  (below the 5 s after which uvicorn, vLLM's server, closes them);
+* a connection on which bytes arrive while it sits idle is closed, never reused:
+  those bytes would otherwise be read as the next call's answer;
+* a reused connection that the upstream closes before the first byte of the
+  answer is retried once on a new connection (nothing was produced upstream, so
+  nothing can be billed twice);
+* proxies from the environment (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``,
+  read as ``requests`` reads them) or per endpoint, HTTPS through ``CONNECT``;
+  CA bundle, ``verify`` and client certificate per endpoint;
+* a size limit on whole answers, compressed answers decoded, and errors that
+  say whether anything reached the upstream: :class:`ConnectFailed` (nothing was
+  sent, another endpoint may be tried), :class:`Disconnected` (the upstream
+  closed the connection, or the answer ended before its framing said),
+  :class:`ProtocolError` (not HTTP/1.1 as it must be), :class:`TooLarge`;
+  timeouts raise :class:`TimeoutError`.
+
+No URL with a password (a proxy's ``user:pass@``) ever appears in a message.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextvars
+import functools
+import logging
+import re
 import ssl
-import time
-from collections import deque
+import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-MAX_HEAD = 64 * 1024
-"""Longest response head accepted (status line and headers)."""
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 
-PAUSE_ABOVE = 256 * 1024
-RESUME_BELOW = 64 * 1024
-"""Buffered bytes at which reading from the upstream pauses, and resumes."""
+from .._version import __version__
 
-MAX_PIECE = 64 * 1024
-"""Most body bytes handed out at once: the relay parses a piece without yielding."""
+log = logging.getLogger("lumen_jupyter.gateway")
+
+KEEPALIVE_SECONDS = 2.0
+"""An idle connection is not reused after this, and is closed within twice this:
+below the 5 s keep-alive of uvicorn (vLLM) and most servers' defaults."""
+
+MAX_LINE = 8190
+"""Longest status or header line accepted (aiohttp's default)."""
+
+MAX_HEADERS = 100
+"""Most header lines accepted in an answer: with :data:`MAX_LINE`, bounds a head."""
+
+MAX_ANSWER = 64 * 1024 * 1024
+"""Default limit of a whole (non-streamed) answer, after decompression."""
+
+READ_BUFFER = 64 * 1024
+"""Bytes aiohttp buffers from one connection before it pauses reading."""
+
+MAX_CONNECTIONS = 512
+"""Connections open at once to all upstreams together; more calls wait for one."""
 
 
 class UpstreamError(Exception):
@@ -42,7 +74,7 @@ class UpstreamError(Exception):
 
 
 class ConnectFailed(UpstreamError):
-    """No connection could be made: nothing was sent."""
+    """No connection could be made (or the proxy refused the tunnel): nothing was sent."""
 
 
 class Disconnected(UpstreamError):
@@ -50,153 +82,193 @@ class Disconnected(UpstreamError):
 
 
 class ProtocolError(UpstreamError):
-    """The upstream did not answer in HTTP/1.1 as this client understands it."""
+    """The upstream did not answer in HTTP/1.1 as it must be spoken."""
+
+
+class TooLarge(UpstreamError):
+    """The answer is larger than the limit the caller set."""
+
+
+_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]*@")
+
+
+def without_secrets(text: str) -> str:
+    """``text`` with any ``user:password@`` of a URL left out."""
+    return _CREDENTIALS.sub("***@", text)
+
+
+def describe(error: BaseException) -> str:
+    """A short, secret-free account of ``error`` for logs and health reports."""
+    detail = " ".join(str(error).split()) or type(error).__name__
+    return without_secrets(f"{type(error).__name__}: {detail}")[:300]
+
+
+# -- TLS and proxies ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Target:
-    """Where a URL's requests go: one pool of connections per target."""
+class TLSSettings:
+    """How an ``https`` upstream is verified, and how this client proves itself to it.
 
-    host: str
-    port: int
-    tls: bool
+    Named like jupyter_server's own gateway client: ``validate_cert`` (verify the
+    upstream's certificate), ``ca_certs`` (a CA bundle to trust instead of the
+    system's), ``client_cert`` and ``client_key`` (a client certificate, PEM).
+    """
 
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.tls else 80
-        name = f"[{self.host}]" if ":" in self.host else self.host
-        return name if self.port == default else f"{name}:{self.port}"
+    validate_cert: bool = True
+    ca_certs: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+
+    def override(
+        self,
+        *,
+        validate_cert: bool | None = None,
+        ca_certs: str | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+    ) -> TLSSettings:
+        """These settings with the given fields replaced (``None`` keeps a field)."""
+        return TLSSettings(
+            self.validate_cert if validate_cert is None else validate_cert,
+            ca_certs or self.ca_certs,
+            client_cert or self.client_cert,
+            client_key or self.client_key,
+        )
 
 
-def split_url(url: str) -> tuple[Target, str]:
-    """The target and the request path (with its query) of an ``http(s)`` URL."""
+@functools.lru_cache(maxsize=64)
+def ssl_context(settings: TLSSettings) -> ssl.SSLContext:
+    """One context per distinct setting (a context is costly to build and to load)."""
+    context = ssl.create_default_context(cafile=settings.ca_certs)
+    if not settings.validate_cert:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if settings.client_cert:
+        context.load_cert_chain(settings.client_cert, settings.client_key)
+    return context
+
+
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url``, as ``requests`` reads it.
+
+    ``HTTPS_PROXY`` for https URLs, ``HTTP_PROXY`` for http ones (either case;
+    ``ALL_PROXY`` for both), unless ``NO_PROXY`` lists the host.
+    """
+    proxies = urllib.request.getproxies_environment()
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"not an http(s) URL: {url!r}")
-    tls = parts.scheme == "https"
-    port = parts.port or (443 if tls else 80)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return Target(parts.hostname, port, tls), path
+    host = parts.hostname or ""
+    host_port = f"{host}:{parts.port}" if parts.port else host
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if proxies.get("no") and (bypass(host_port, proxies) or bypass(host, proxies)):
+        return None
+    found = proxies.get(parts.scheme) or proxies.get("all")
+    if found and "://" not in found:
+        found = "http://" + found
+    return found or None
 
 
-class _Connection(asyncio.Protocol):
-    """One TCP (or TLS) connection, read into a buffer the response parser consumes."""
+# -- connections ----------------------------------------------------------------------------
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.closed = False
-        self.paused = False
-        self.idle_since = 0.0
-        self._waiter: asyncio.Future[None] | None = None
 
-    # -- asyncio.Protocol ------------------------------------------------------------------
+@dataclass
+class _Attempt:
+    """What the connector tells :meth:`HttpClient.request` about the connection it gave."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    protocol: _GuardedHandler | None = None
+    reused: bool = False
+
+
+_attempt: contextvars.ContextVar[_Attempt | None] = contextvars.ContextVar(
+    "lumen_upstream_attempt", default=None
+)
+
+
+class _GuardedHandler(ResponseHandler):
+    """aiohttp's connection protocol, told when it sits idle in the pool.
+
+    Bytes that arrive on an idle connection belong to no request: the connection
+    is closed at once, so the pool cannot hand it to the next call.
+    """
+
+    idle = False
+    received = 0  # bytes since the connection was last handed to a request
+    uses = 0
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        if len(self.buffer) > PAUSE_ABOVE and not self.paused and self.transport is not None:
-            self.paused = True
-            self.transport.pause_reading()
-        self._wake()
+        if self.idle:
+            if data and self.transport is not None:
+                log.warning("lumen: an upstream sent %d bytes on an idle connection", len(data))
+                self.transport.abort()
+            return
+        self.received += len(data)
+        super().data_received(data)
 
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._wake()
-
-    # -- for the response parser -----------------------------------------------------------
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def consumed(self, count: int) -> None:
-        del self.buffer[:count]
-        if self.paused and len(self.buffer) < RESUME_BELOW and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
-
-    async def more(self, deadline: float | None) -> None:
-        """Wait for more bytes (or the end of the connection) until ``deadline``."""
-        if self.closed:
-            raise Disconnected("the upstream closed the connection")
-        waiter = self._waiter = self.loop.create_future()
-        timer = None
-        if deadline is not None:
-            timer = self.loop.call_at(deadline, _expire, waiter)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-            if timer is not None:
-                timer.cancel()
-
-    def abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-        self._wake()
+    def set_exception(self, exc: BaseException, *cause: Any) -> None:
+        # A body that turns invalid (a bad chunk size after good ones) sets the error on
+        # the connection only, and drops the read timeout: a reader waiting for the body
+        # would wait for the total timeout, or forever.  Hand the error to the body too.
+        super().set_exception(exc, *cause)
+        payload = getattr(self, "_payload", None)
+        if isinstance(exc, HttpProcessingError) and payload is not None and not payload.is_eof():
+            payload.set_exception(aiohttp.ClientPayloadError(f"broken answer: {describe(exc)}"))
 
 
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError("the upstream did not answer in time"))
+class _GuardedConnector(aiohttp.TCPConnector):
+    """A connector whose connections are :class:`_GuardedHandler`.
+
+    aiohttp has no public hook for a connection going idle and coming back, so
+    this uses three of its internals (the protocol factory, ``_release`` and the
+    protocol's ``_payload``); the client's tests fail if a new aiohttp changes them.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._factory = functools.partial(_GuardedHandler, loop=self._loop)  # type: ignore[assignment]
+
+    def _release(self, key: Any, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        if isinstance(protocol, _GuardedHandler):
+            protocol.idle = True
+        super()._release(key, protocol, should_close=should_close)
+
+    async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+        while True:
+            connection = await super().connect(req, traces, timeout)
+            protocol = connection.protocol
+            if not isinstance(protocol, _GuardedHandler):
+                return connection
+            if protocol.idle and (protocol.should_close or not protocol.is_connected()):
+                connection.close()  # something arrived while it was idle: never reuse it
+                continue
+            protocol.idle = False
+            protocol.received = 0
+            protocol.uses += 1
+            attempt = _attempt.get()
+            if attempt is not None:
+                attempt.protocol = protocol
+                attempt.reused = protocol.uses > 1
+            return connection
+
+
+# -- responses ------------------------------------------------------------------------------
+
+
+def _payload_error(error: aiohttp.ClientError) -> UpstreamError:
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return Disconnected(f"the answer ended before its framing said: {describe(error)}")
+    if isinstance(error, aiohttp.ClientResponseError):
+        return ProtocolError(describe(error))
+    return Disconnected(describe(error))
 
 
 class Response:
     """A response whose head has arrived; the body is read with :meth:`read` or
     :meth:`chunks`, and the connection goes back to the pool once it is complete."""
 
-    def __init__(
-        self,
-        client: HttpClient,
-        target: Target,
-        conn: _Connection,
-        status: int,
-        headers: dict[str, str],
-        *,
-        has_body: bool,
-        read_timeout: float | None,
-        deadline: float | None,
-    ) -> None:
-        self._client = client
-        self._target = target
-        self._conn: _Connection | None = conn
-        self.status = status
-        self.headers = headers
-        self._read_timeout = read_timeout
-        self._deadline = deadline
-        self._keep_alive = headers.get("connection", "").lower() != "close"
-        self._complete = not has_body
-        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        self._remaining: int | None = None  # of a Content-Length body, or of the current chunk
-        self._chunk_state = "size"  # size | data | crlf | trailer
-        if not has_body:
-            self._remaining = 0
-        elif not self._chunked:
-            length = headers.get("content-length")
-            if length is not None:
-                if not length.isdigit():
-                    raise ProtocolError(f"invalid Content-Length {length!r}")
-                self._remaining = int(length)
-            else:
-                self._keep_alive = False  # the body ends with the connection
-        if self._complete:
-            self._release()
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received from the upstream and not handed out yet."""
-        return len(self._conn.buffer) if self._conn is not None else 0
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = response.headers
 
     async def __aenter__(self) -> Response:
         return self
@@ -204,140 +276,116 @@ class Response:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
-    async def read(self) -> bytes:
-        """The whole body."""
-        pieces = [piece async for piece in self.chunks()]
-        return b"".join(pieces)
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body; more than ``limit`` bytes (decoded) raises :class:`TooLarge`."""
+        declared = self._response.content_length
+        plain = "Content-Encoding" not in self.headers  # else the decoded size may be larger
+        if declared is not None and plain and (limit is None or declared <= limit):
+            try:  # framed by Content-Length: aiohttp reads no further
+                return await self._response.read()
+            except TimeoutError:
+                self.close()
+                raise TimeoutError("the upstream stopped sending") from None
+            except aiohttp.ClientError as error:
+                self.close()
+                raise _payload_error(error) from None
+            except RuntimeError as error:
+                self.close()
+                raise Disconnected(f"the connection closed during the answer: {error}") from None
+        body = bytearray()
+        async for piece in self.chunks():
+            body += piece
+            if limit is not None and len(body) > limit:
+                self.close()
+                raise TooLarge(f"the answer is larger than {limit} bytes")
+        return bytes(body)
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: each piece is what is available at that moment, up to
-        :data:`MAX_PIECE` bytes."""
-        while not self._complete:
-            conn = self._conn
-            if conn is None:
-                raise Disconnected("the response was closed")
-            data = self._take(conn)
-            if data:
-                yield data
-                continue
-            if self._complete:
-                break
-            if conn.closed:
-                if self._remaining is None and not self._chunked:
-                    self._complete = True  # read-until-close body: this is its end
+        """The body as it arrives, in the pieces that arrive."""
+        content = self._response.content
+        try:
+            while True:
+                piece = await content.readany()
+                if not piece:
                     break
-                raise Disconnected("the upstream closed the connection during the answer")
-            await conn.more(self._wait_deadline())
-        self._release()
+                yield piece
+        except TimeoutError:
+            self.close()
+            raise TimeoutError("the upstream stopped sending") from None
+        except aiohttp.ClientError as error:
+            self.close()
+            raise _payload_error(error) from None
+        except RuntimeError as error:  # aiohttp's word for a body read after the close
+            self.close()
+            raise Disconnected(f"the connection closed during the answer: {error}") from None
 
     def close(self) -> None:
-        """Abandon the response: an incomplete body closes the connection."""
-        if self._conn is None:
-            return
-        if self._complete:
-            self._release()
-        else:
-            self._conn.abort()
-            self._conn = None
+        """Done with the response: an incomplete body closes the connection."""
+        self._response.release()
 
-    def _wait_deadline(self) -> float | None:
-        loop_now = self._client.loop.time()
-        candidates = [d for d in (self._deadline,) if d is not None]
-        if self._read_timeout is not None:
-            candidates.append(loop_now + self._read_timeout)
-        return min(candidates) if candidates else None
 
-    def _take(self, conn: _Connection) -> bytes:
-        """Parse what the buffer holds; return the body bytes it completes."""
-        buffer = conn.buffer
-        if not self._chunked:
-            if self._remaining is None:
-                data = bytes(buffer[:MAX_PIECE])
-            else:
-                data = bytes(buffer[: min(self._remaining, MAX_PIECE)])
-                self._remaining -= len(data)
-                self._complete = self._remaining == 0
-            conn.consumed(len(data))
-            return data
-        out = bytearray()
-        position = 0
-        while True:
-            if self._chunk_state == "size":
-                end = buffer.find(b"\r\n", position)
-                if end < 0:
-                    if len(buffer) - position > 1024:
-                        raise ProtocolError("chunk size line too long")
-                    break
-                size_text = bytes(buffer[position:end]).split(b";", 1)[0].strip()
-                try:
-                    size = int(size_text, 16)
-                except ValueError:
-                    raise ProtocolError(f"invalid chunk size {size_text!r}") from None
-                position = end + 2
-                self._remaining = size
-                self._chunk_state = "data" if size else "trailer"
-            elif self._chunk_state == "data":
-                assert self._remaining is not None
-                take = min(self._remaining, len(buffer) - position, MAX_PIECE - len(out))
-                if take == 0:
-                    break
-                out += buffer[position : position + take]
-                position += take
-                self._remaining -= take
-                if self._remaining == 0:
-                    self._chunk_state = "crlf"
-            elif self._chunk_state == "crlf":
-                if len(buffer) - position < 2:
-                    break
-                if buffer[position : position + 2] != b"\r\n":
-                    raise ProtocolError("chunk not followed by CRLF")
-                position += 2
-                self._chunk_state = "size"
-            else:  # trailer: header lines until an empty one
-                end = buffer.find(b"\r\n", position)
-                if end < 0:
-                    break
-                empty = end == position
-                position = end + 2
-                if empty:
-                    self._complete = True
-                    break
-        conn.consumed(position)
-        return bytes(out)
-
-    def _release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if self._keep_alive and not conn.closed and not conn.buffer:
-            self._client._give_back(self._target, conn)
-        else:
-            conn.abort()
+# -- the client -----------------------------------------------------------------------------
 
 
 class HttpClient:
-    """Keep-alive connection pools per upstream host, for the whole server."""
+    """One aiohttp session for every upstream call of the server."""
 
     def __init__(
         self,
         *,
         connect_timeout: float,
-        keepalive_seconds: float = 30.0,
-        max_idle_per_host: int = 256,
+        tls: TLSSettings | None = None,
+        keepalive_seconds: float = KEEPALIVE_SECONDS,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         self.connect_timeout = connect_timeout
+        self.tls = tls or TLSSettings()
         self.keepalive_seconds = keepalive_seconds
-        self.max_idle_per_host = max_idle_per_host
-        self._idle: dict[Target, deque[_Connection]] = {}
-        self._tls: ssl.SSLContext | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._proxies: dict[str, str | None] = {}  # by URL: a gateway calls a few
         self.closed = False
 
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.get_running_loop()
-        return self._loop
+    def session(self) -> aiohttp.ClientSession:
+        """The session, made on first use (it belongs to the running event loop)."""
+        if self._session is None:
+            connector = _GuardedConnector(
+                limit=self.max_connections,
+                keepalive_timeout=self.keepalive_seconds,
+                ttl_dns_cache=60,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=True,
+                trust_env=False,  # proxies are resolved here, and no ~/.netrc is read
+                read_bufsize=READ_BUFFER,
+                max_line_size=MAX_LINE,
+                max_field_size=MAX_LINE,
+                max_headers=MAX_HEADERS,
+                headers={"User-Agent": f"lumen-jupyter/{__version__}"},
+            )
+        return self._session
+
+    def _timeout(self, total: float | None, read: float | None) -> aiohttp.ClientTimeout:
+        found = self._timeouts.get((total, read))
+        if found is None:
+            found = aiohttp.ClientTimeout(
+                total=total, sock_connect=self.connect_timeout, sock_read=read
+            )
+            self._timeouts[(total, read)] = found
+        return found
+
+    def proxy_for(self, url: str, proxy: str | None) -> str | None:
+        """``proxy`` if set, else the environment's proxy for ``url`` (read once per URL)."""
+        if proxy:
+            return proxy
+        try:
+            return self._proxies[url]
+        except KeyError:
+            found = self._proxies[url] = environment_proxy(url)
+            return found
 
     async def request(
         self,
@@ -348,43 +396,61 @@ class HttpClient:
         body: bytes = b"",
         timeout: float | None = None,
         read_timeout: float | None = None,
+        proxy: str | None = None,
+        tls: TLSSettings | None = None,
     ) -> Response:
         """Send a request; returns once the response head has arrived.
 
         ``timeout`` bounds the whole exchange, head and body; ``read_timeout`` bounds
-        each wait for more bytes (what a stream needs).
+        each wait for more bytes (what a stream needs).  ``proxy`` and ``tls`` replace
+        the environment's proxy and the client's TLS settings for this request.
         """
         if self.closed:
             raise UpstreamError("the HTTP client is closed")
-        target, path = split_url(url)
-        deadline = None if timeout is None else self.loop.time() + timeout
-        conn = await self._connection(target)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {target.host_header}"]
-        for name, value in headers.items():
-            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name!r} contains a line break")
-            lines.append(f"{name}: {value}")
-        if body or method in ("POST", "PUT", "PATCH"):
-            lines.append(f"Content-Length: {len(body)}")
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-        assert conn.transport is not None
-        conn.transport.write(head + body if body else head)
-        try:
-            status, response_headers = await self._read_head(conn, deadline, read_timeout)
-        except BaseException:
-            conn.abort()
-            raise
-        has_body = method != "HEAD" and status not in (204, 304)
-        return Response(
-            self,
-            target,
-            conn,
-            status,
-            response_headers,
-            has_body=has_body,
-            read_timeout=read_timeout,
-            deadline=deadline,
-        )
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("not an http(s) URL")
+        session = self.session()
+        options: dict[str, Any] = {
+            "data": body if body or method in ("POST", "PUT", "PATCH") else None,
+            "headers": headers,
+            "timeout": self._timeout(timeout, read_timeout),
+            "allow_redirects": False,
+            "proxy": self.proxy_for(url, proxy),
+        }
+        if url.startswith("https://"):
+            try:
+                options["ssl"] = ssl_context(tls or self.tls)
+            except (OSError, ssl.SSLError) as error:
+                raise ConnectFailed(f"bad TLS settings: {describe(error)}") from None
+        for retry in (False, True):
+            attempt = _Attempt()
+            token = _attempt.set(attempt)
+            try:
+                response = await session.request(method, url, **options)
+            except aiohttp.ClientHttpProxyError as error:
+                raise ConnectFailed(f"the proxy refused the connection ({error.status})") from None
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+                raise ConnectFailed(f"cannot connect: {describe(error)}") from None
+            except (
+                aiohttp.ServerDisconnectedError,
+                aiohttp.ClientOSError,
+                aiohttp.ClientConnectionResetError,
+            ) as error:
+                protocol = attempt.protocol
+                if not retry and attempt.reused and protocol is not None and protocol.received == 0:
+                    continue  # the pool's connection was closed under us: once more, afresh
+                closed = f"the upstream closed the connection: {describe(error)}"
+                raise Disconnected(closed) from None
+            except TimeoutError:
+                raise TimeoutError("the upstream did not answer in time") from None
+            except aiohttp.ClientResponseError as error:
+                raise ProtocolError(describe(error)) from None
+            except aiohttp.ClientError as error:
+                raise UpstreamError(describe(error)) from None
+            finally:
+                _attempt.reset(token)
+            return Response(response)
+        raise AssertionError("unreachable")
 
     async def __aenter__(self) -> HttpClient:
         return self
@@ -393,106 +459,22 @@ class HttpClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the idle connections; responses still being read keep theirs."""
+        """Close the session and its connections."""
         self.closed = True
-        for pool in self._idle.values():
-            for conn in pool:
-                conn.abort()
-        self._idle.clear()
-
-    # -- connections ----------------------------------------------------------------------
-
-    async def _connection(self, target: Target) -> _Connection:
-        pool = self._idle.get(target)
-        now = time.monotonic()
-        while pool:
-            conn = pool.pop()  # the most recently used is the least likely to be stale
-            if not conn.closed and now - conn.idle_since < self.keepalive_seconds:
-                return conn
-            conn.abort()
-        loop = self.loop
-        tls = None
-        if target.tls:
-            if self._tls is None:
-                self._tls = ssl.create_default_context()
-            tls = self._tls
-        try:
-            _transport, conn = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: _Connection(loop),
-                    target.host,
-                    target.port,
-                    ssl=tls,
-                    server_hostname=target.host if tls else None,
-                ),
-                self.connect_timeout,
-            )
-        except (OSError, asyncio.TimeoutError, ssl.SSLError) as error:
-            raise ConnectFailed(f"cannot connect: {type(error).__name__}") from None
-        return conn
-
-    def _give_back(self, target: Target, conn: _Connection) -> None:
-        if self.closed:
-            conn.abort()
-            return
-        pool = self._idle.setdefault(target, deque())
-        if len(pool) >= self.max_idle_per_host:
-            conn.abort()
-            return
-        conn.idle_since = time.monotonic()
-        pool.append(conn)
-
-    async def _read_head(
-        self, conn: _Connection, deadline: float | None, read_timeout: float | None
-    ) -> tuple[int, dict[str, str]]:
-        while True:
-            end = conn.buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                raw = bytes(conn.buffer[:end])
-                conn.consumed(end + 4)
-                status, headers = _parse_head(raw)
-                if 100 <= status < 200:
-                    continue  # an interim answer (100 Continue): the real one follows
-                return status, headers
-            if len(conn.buffer) > MAX_HEAD:
-                raise ProtocolError("response head too long")
-            if conn.closed:
-                raise Disconnected("the upstream closed the connection without answering")
-            wait_until = deadline
-            if read_timeout is not None:
-                by_read = self.loop.time() + read_timeout
-                wait_until = by_read if wait_until is None else min(wait_until, by_read)
-            await conn.more(wait_until)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _parse_head(raw: bytes) -> tuple[int, dict[str, str]]:
-    lines = raw.split(b"\r\n")
-    status_line = lines[0].split(b" ", 2)
-    if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/1."):
-        raise ProtocolError("not an HTTP/1.x response")
-    try:
-        status = int(status_line[1])
-    except ValueError:
-        raise ProtocolError("invalid status code") from None
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep:
-            raise ProtocolError("malformed header line")
-        key = name.strip().lower().decode("latin-1")
-        text = value.strip().decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
-    if status_line[0] == b"HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-        headers["connection"] = "close"
-    return status, headers
-
-
-__all__: list[Any] = [
+__all__ = [
     "ConnectFailed",
     "Disconnected",
     "HttpClient",
     "ProtocolError",
     "Response",
+    "TLSSettings",
+    "TooLarge",
     "UpstreamError",
-    "split_url",
+    "environment_proxy",
+    "without_secrets",
 ]

@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote
 
@@ -42,7 +42,7 @@ from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.accountant import Accountant
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
-from .http_client import ConnectFailed, Disconnected, Response, UpstreamError
+from .http_client import ConnectFailed, Response, UpstreamError, describe
 from .ratelimit import RateLimiter
 from .relay import (
     DONE,
@@ -556,31 +556,34 @@ class ModelCallHandler(GatewayHandler):
         for endpoint in candidates:
             data = json.dumps({**payload, "model": endpoint.model}).encode()
             try:
-                response = await upstreams.client.request(
+                response = await upstreams.request(
+                    endpoint,
                     "POST",
-                    f"{endpoint.url}/{self.upstream_path}",
-                    headers=upstreams.headers(endpoint),
+                    self.upstream_path,
                     body=data,
                     timeout=timeout,
                     read_timeout=read_timeout,
                 )
                 return endpoint, response
-            except ConnectFailed:
+            except ConnectFailed as error:
                 refused += 1
-                upstreams.mark_failed(endpoint)
-            except Disconnected:
-                log.warning("lumen: upstream of %s closed the connection early", model.name)
+                upstreams.mark_failed(endpoint, describe(error))
             except TimeoutError:
                 raise UpstreamTimeout(
                     f"'{model.name}' did not answer in time; nothing was charged"
                 ) from None
-            except UpstreamError:
-                log.warning("lumen: upstream of %s failed before answering", model.name)
+            except UpstreamError as error:
+                log.warning(
+                    "lumen: upstream %s of %s failed before answering: %s",
+                    upstreams.where(endpoint),
+                    model.name,
+                    describe(error),
+                )
         if refused == len(candidates):
             raise UpstreamUnavailable(
                 f"No healthy endpoint serves '{model.name}' right now; nothing was charged"
             )
-        raise UpstreamFailed(f"The upstream of '{model.name}' failed; nothing was charged")
+        raise self.upstream_error(502, b"", model.name)
 
     @property
     def upstream_path(self) -> str:
@@ -588,14 +591,19 @@ class ModelCallHandler(GatewayHandler):
             self.endpoint_kind, "embeddings"
         )
 
-    @staticmethod
-    def upstream_error(status: int, raw: bytes, model: str) -> LumenError:
-        """4xx pass through with their message; anything else is a generic 500.
+    def upstream_error(
+        self, status: int, raw: bytes, model: str, headers: Mapping[str, str] | None = None
+    ) -> LumenError:
+        """4xx pass through with their message; 429 and 503 keep their status and
+        ``Retry-After`` and may be retried; anything else is a generic 502.
 
         Two exceptions keep secrets in: a 401/403 from upstream concerns the
         gateway's own upstream credential, so it becomes a generic failure; and
         anything shaped like a key is masked in a message that passes through.
         """
+        retry_after = (headers or {}).get("Retry-After", "")
+        if status in (429, 503) and re.fullmatch(r"[0-9]{1,6}|[A-Za-z0-9 ,:]{1,40}", retry_after):
+            self.set_header("Retry-After", retry_after)
         if status in (401, 403):
             return UpstreamFailed(
                 f"The upstream of '{model}' refused the gateway's credentials; "
@@ -612,8 +620,23 @@ class ModelCallHandler(GatewayHandler):
                 pass
             error = LumenError(message, code="upstream_refused")
             error.status = status
+            if status == 429:
+                error.code, error.error_type, error.retryable = (
+                    "upstream_rate_limited",
+                    "rate_limit_error",
+                    True,
+                )
             return error
-        return UpstreamFailed(f"The upstream of '{model}' failed; nothing was charged")
+        if status == 503:
+            busy = UpstreamUnavailable(
+                f"The upstream of '{model}' is unavailable right now; nothing was charged",
+                code="upstream_unavailable",
+            )
+            busy.retryable = True
+            return busy
+        failed = UpstreamFailed(f"The upstream of '{model}' failed; nothing was charged")
+        failed.status = 502
+        return failed
 
     async def relay_once(
         self, admission: Admission, body: dict[str, Any], input_tokens: int
@@ -623,10 +646,11 @@ class ModelCallHandler(GatewayHandler):
         self._upstream = response
         try:
             async with response:
-                raw = await response.read()
+                raw = await response.read(limit=self.gateway.upstreams.max_answer_bytes)
         except TimeoutError:
             raise UpstreamTimeout(f"'{model.name}' did not answer in time") from None
-        except UpstreamError:
+        except UpstreamError as error:
+            log.warning("lumen: the answer of %s broke: %s", model.name, describe(error))
             if self._client_gone:
                 await self.settle(
                     admission,
@@ -637,11 +661,11 @@ class ModelCallHandler(GatewayHandler):
                     http_status=None,
                 )
                 return True
-            raise UpstreamFailed(f"The upstream of '{model.name}' failed") from None
+            raise self.upstream_error(502, b"", model.name) from None
         finally:
             self._upstream = None
         if response.status >= 400:
-            raise self.upstream_error(response.status, raw, model.name)
+            raise self.upstream_error(response.status, raw, model.name, response.headers)
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
@@ -692,9 +716,12 @@ class ModelCallHandler(GatewayHandler):
         failure: str | None = None
         async with response:
             if response.status >= 400:
-                raw = await response.read()
+                try:
+                    raw = await response.read(limit=1024 * 1024)
+                except UpstreamError:
+                    raw = b""
                 self._upstream = None
-                raise self.upstream_error(response.status, raw, model.name)
+                raise self.upstream_error(response.status, raw, model.name, response.headers)
             self.set_header("Content-Type", SSE_CONTENT_TYPE)
             self.set_header("Cache-Control", "no-cache")
             self.set_header("X-Accel-Buffering", "no")
@@ -729,7 +756,8 @@ class ModelCallHandler(GatewayHandler):
                 failure = "malformed"
             except TimeoutError:
                 failure = "timeout"
-            except UpstreamError:
+            except UpstreamError as error:
+                log.warning("lumen: the stream of %s broke: %s", model.name, describe(error))
                 failure = None if self._client_gone else "dropped"
             finally:
                 self._upstream = None

@@ -18,8 +18,16 @@ from ..core.tokens import TokenCounter
 DONE = b"[DONE]"
 
 
+MAX_LINE = 8 * 1024 * 1024
+"""Longest line of an upstream's event stream accepted (one event's JSON)."""
+
+
 class MalformedEvent(ValueError):
     """An upstream ``data:`` line that is not JSON."""
+
+
+class LineTooLong(MalformedEvent):
+    """An upstream event line longer than the limit: the stream is refused there."""
 
 
 @dataclass
@@ -57,33 +65,43 @@ class StreamBook:
                 self.output.add(text)
 
 
-async def sse_data_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[bytes]]:
+async def sse_data_batches(
+    chunks: AsyncIterator[bytes], max_line: int = MAX_LINE
+) -> AsyncIterator[list[bytes]]:
     """For every read from upstream, the payloads of the ``data:`` lines it completed.
 
     Batching by read lets the relay write a whole read and flush once, instead of
-    flushing after every event.
+    flushing after every event.  Linear in the stream's size: every byte is
+    searched for a line end once and copied out once, however the lines are cut
+    into reads.  A ``data:`` line with nothing after it carries no event and is
+    skipped; a line longer than ``max_line`` raises :class:`LineTooLong`.
     """
-    pending = b""
+    pending = bytearray()
     async for chunk in chunks:
+        searched = len(pending)  # everything before this holds no line end
         pending += chunk
         batch: list[bytes] = []
-        # Walk the buffer with an index and cut the remainder once per read: slicing
-        # the rest off after every line would make a large read cost O(size²).
         start = 0
         while True:
-            cut = pending.find(b"\n", start)
+            cut = pending.find(b"\n", searched)
             if cut < 0:
                 break
-            line = pending[start:cut].rstrip(b"\r")
-            start = cut + 1
-            if line.startswith(b"data:"):
-                batch.append(line[5:].strip())
-        pending = pending[start:]
+            if cut - start > max_line:
+                raise LineTooLong(f"an upstream event line is longer than {max_line} bytes")
+            if pending.startswith(b"data:", start):
+                payload = bytes(pending[start + 5 : cut]).strip()
+                if payload:
+                    batch.append(payload)
+            start = searched = cut + 1
+        del pending[:start]
+        if len(pending) > max_line:
+            raise LineTooLong(f"an upstream event line is longer than {max_line} bytes")
         if batch:
             yield batch
-    tail = pending.strip()
-    if tail.startswith(b"data:"):
-        yield [tail[5:].strip()]
+    if pending.startswith(b"data:"):
+        payload = bytes(pending[5:]).strip()
+        if payload:
+            yield [payload]
 
 
 async def sse_data_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -4,6 +4,10 @@ One long-lived HTTP client with keep-alive pools serves every call (building a
 client per call is what made other gateways slow).  Endpoints are picked round-robin among the
 healthy ones; a connection failure marks an endpoint down until the next probe
 sees it answer ``GET /models``.  Credentials are sent upstream and nowhere else.
+
+Why an endpoint was marked down (refused, TLS, proxy, an HTTP status) is logged
+once per change, without secrets, so "No healthy endpoint" always has a cause in
+the server's log.
 """
 
 from __future__ import annotations
@@ -17,7 +21,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..core.catalog import Catalog, EndpointSpec, ModelSpec
-from .http_client import HttpClient, UpstreamError
+from .http_client import (
+    MAX_ANSWER,
+    HttpClient,
+    Response,
+    TLSSettings,
+    UpstreamError,
+    describe,
+    without_secrets,
+)
 
 log = logging.getLogger("lumen_jupyter.gateway")
 
@@ -27,6 +39,7 @@ class EndpointHealth:
     healthy: bool = True  # optimistic until a probe or a call says otherwise
     checked_at: float | None = None
     failures: int = 0
+    reason: str | None = None  # why it was last marked down, without secrets
 
 
 @dataclass
@@ -72,6 +85,49 @@ class Upstreams:
         self._cursors: dict[str, itertools.count[int]] = {}
         self._headers: dict[EndpointSpec, dict[str, str]] = {}
         self.client = HttpClient(connect_timeout=connect_timeout)
+        self.max_answer_bytes = MAX_ANSWER
+
+    def configure_transport(
+        self, tls: TLSSettings, *, max_answer_bytes: int, keepalive_seconds: float
+    ) -> None:
+        """The server-wide TLS settings, answer size limit and keep-alive (before the
+        first call)."""
+        self.client.tls = tls
+        self.client.keepalive_seconds = keepalive_seconds
+        self.max_answer_bytes = max_answer_bytes
+
+    def tls(self, endpoint: EndpointSpec) -> TLSSettings | None:
+        """The server's TLS settings with the endpoint's own on top (None: plain http)."""
+        if not endpoint.url.startswith("https://"):
+            return None
+        return self.client.tls.override(
+            validate_cert=endpoint.verify,
+            ca_certs=endpoint.ca_certs,
+            client_cert=endpoint.client_cert,
+            client_key=endpoint.client_key,
+        )
+
+    async def request(
+        self,
+        endpoint: EndpointSpec,
+        method: str,
+        path: str,
+        *,
+        body: bytes = b"",
+        timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> Response:
+        """A request to ``<endpoint url>/<path>`` with its credential, proxy and TLS."""
+        return await self.client.request(
+            method,
+            f"{endpoint.url}/{path}",
+            headers=self.headers(endpoint),
+            body=body,
+            timeout=timeout,
+            read_timeout=read_timeout,
+            proxy=endpoint.proxy.reveal() or None,
+            tls=self.tls(endpoint),
+        )
 
     def _health(self, endpoint: EndpointSpec) -> EndpointHealth:
         found = self.health.get(endpoint)
@@ -88,14 +144,33 @@ class Upstreams:
         start = next(cursor) % len(healthy)
         return healthy[start:] + healthy[:start]
 
-    def mark_failed(self, endpoint: EndpointSpec) -> None:
+    def mark_failed(self, endpoint: EndpointSpec, reason: str) -> None:
         state = self._health(endpoint)
+        self._note_down(endpoint, state, reason)
         state.healthy = False
         state.failures += 1
 
     def mark_ok(self, endpoint: EndpointSpec) -> None:
         state = self._health(endpoint)
+        if not state.healthy:
+            log.info("lumen: upstream %s is healthy again", self.where(endpoint))
         state.healthy = True
+        state.reason = None
+
+    @staticmethod
+    def where(endpoint: EndpointSpec) -> str:
+        """The endpoint as logs name it: its URL without credentials, and its proxy's host."""
+        text = without_secrets(endpoint.url)
+        proxy = endpoint.proxy.reveal()
+        if proxy:
+            text += f" (via proxy {without_secrets(proxy)})"
+        return text
+
+    def _note_down(self, endpoint: EndpointSpec, state: EndpointHealth, reason: str) -> None:
+        reason = without_secrets(reason)
+        if state.healthy or state.reason != reason:
+            log.warning("lumen: upstream %s is down: %s", self.where(endpoint), reason)
+        state.reason = reason
 
     def status(self, model: ModelSpec) -> tuple[str, int, int]:
         configured = len(model.endpoints)
@@ -119,6 +194,7 @@ class Upstreams:
         """The request headers for ``endpoint``, its credential included (built once)."""
         found = self._headers.get(endpoint)
         if found is None:
+            # identity: streams flow at once; an upstream that compresses anyway is decoded.
             found = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
             if endpoint.api_key:
                 found["Authorization"] = f"Bearer {endpoint.api_key.reveal()}"
@@ -128,17 +204,21 @@ class Upstreams:
     async def probe(self, endpoint: EndpointSpec) -> bool:
         """One health check: ``GET <url>/models`` answers 200."""
         state = self._health(endpoint)
+        reason = None
         try:
-            response = await self.client.request(
-                "GET",
-                f"{endpoint.url}/models",
-                headers=self.headers(endpoint),
-                timeout=self.probe_timeout,
-            )
+            response = await self.request(endpoint, "GET", "models", timeout=self.probe_timeout)
             async with response:
-                await response.read()
-                state.healthy = response.status == 200
-        except (UpstreamError, TimeoutError, OSError, ValueError):
+                await response.read(limit=self.max_answer_bytes)
+            if response.status != 200:
+                reason = f"GET /models answered {response.status}"
+        except TimeoutError:
+            reason = f"GET /models did not answer within {self.probe_timeout:g} s"
+        except (UpstreamError, OSError, ValueError) as error:
+            reason = describe(error)
+        if reason is None:
+            self.mark_ok(endpoint)
+        else:
+            self._note_down(endpoint, state, reason)
             state.healthy = False
         state.checked_at = time.time()
         return state.healthy

@@ -92,6 +92,33 @@ class LumenJupyter(ExtensionApp):
     )
     upstream_timeout = Float(300.0, config=True, help="Seconds an upstream call may take in total.")
     upstream_connect_timeout = Float(10.0, config=True, help="Seconds to connect upstream.")
+    validate_cert = Bool(
+        True,
+        config=True,
+        help="Verify the certificates of https upstreams (an endpoint's 'verify' overrides).",
+    )
+    ca_certs = Unicode(
+        "",
+        config=True,
+        help="CA bundle (PEM) trusted for https upstreams instead of the system's; empty: "
+        "the system's (SSL_CERT_FILE applies). An endpoint's 'ca_certs' overrides.",
+    )
+    client_cert = Unicode(
+        "", config=True, help="Client certificate (PEM) presented to https upstreams."
+    )
+    client_key = Unicode("", config=True, help="Key of client_cert, if not in the same file.")
+    upstream_keepalive = Float(
+        2.0,
+        config=True,
+        help="Seconds an idle upstream connection may be reused (it is closed within twice "
+        "that). Keep it below the upstream servers' own keep-alive (uvicorn, vLLM's server: "
+        "5 s); a remote https provider may allow more, saving TLS handshakes.",
+    )
+    max_upstream_answer_bytes = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Largest non-streamed upstream answer accepted (a larger one is a 502).",
+    )
     health_interval = Float(60.0, config=True, help="Seconds between endpoint health probes.")
     heartbeat_interval = Float(
         5.0,
@@ -296,9 +323,20 @@ class LumenJupyter(ExtensionApp):
         return await loop.run_in_executor(self.executor, self.service.pool_state, identity)
 
     def _make_gateway(self) -> Any:
+        from ..gateway.http_client import TLSSettings
         from ..gateway.proxy import Gateway
 
         gateway = Gateway(self)
+        gateway.upstreams.configure_transport(
+            TLSSettings(
+                validate_cert=self.validate_cert,
+                ca_certs=self.ca_certs or None,
+                client_cert=self.client_cert or None,
+                client_key=self.client_key or None,
+            ),
+            max_answer_bytes=self.max_upstream_answer_bytes,
+            keepalive_seconds=self.upstream_keepalive,
+        )
         self.settings["lumen_gateway"] = gateway
         return gateway
 

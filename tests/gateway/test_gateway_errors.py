@@ -464,9 +464,10 @@ def test_upstream_messages_never_carry_secrets() -> None:
     from lumen_jupyter.gateway.proxy import ModelCallHandler
 
     leaked = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc123***xyz9"}}'
-    refused = ModelCallHandler.upstream_error(401, leaked, "m")
+    handler = ModelCallHandler.__new__(ModelCallHandler)  # no request: no header is set
+    refused = handler.upstream_error(401, leaked, "m")
     assert refused.status == 500 and "sk-proj" not in refused.message
-    passed = ModelCallHandler.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
+    passed = handler.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
     assert passed.status == 400 and "sk-proj" not in passed.message
     assert "[redacted]" in passed.message
 
