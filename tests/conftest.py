@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -21,7 +21,7 @@ from tests import pg
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 """A real Jupyter server for the server, gateway, kernel and widget tests (jp_* fixtures)."""
 
-START = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+START = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc)
 """Where every ``clock`` starts: a Wednesday, noon UTC."""
 
 

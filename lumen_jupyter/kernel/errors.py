@@ -11,7 +11,7 @@ No message built here ever contains a credential; keys are named by their hint.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 NOT_CONFIGURED = "not_configured"
@@ -109,10 +109,10 @@ def format_time(iso: str | None, *, now: datetime | None = None) -> str | None:
     if not iso:
         return None
     try:
-        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
     except ValueError:
         return iso
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
     if when.date() == today:
         return f"{when:%H:%M} UTC"
     return f"{when:%Y-%m-%d %H:%M} UTC"

@@ -14,7 +14,7 @@ import getpass
 import os
 import secrets
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ class LumenJupyter(ExtensionApp):
     def initialize_settings(self) -> None:
         from ..gateway.demo_backend import DemoBackend
 
-        self.started_at = datetime.now(UTC)
+        self.started_at = datetime.now(timezone.utc)
         url = self.database_url or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
         self.store.migrate()

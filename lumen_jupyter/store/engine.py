@@ -12,7 +12,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,9 @@ class Store:
                 if done is None:
                     step(conn)
                     conn.execute(
-                        schema.meta.insert().values(version=number, applied_at=datetime.now(UTC))
+                        schema.meta.insert().values(
+                            version=number, applied_at=datetime.now(timezone.utc)
+                        )
                     )
             version = number
         return version

@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -45,7 +45,7 @@ def pro_cost(tokens_in: int, tokens_out: int) -> int:
 
 
 def recent(moment: Any) -> bool:
-    return moment is not None and abs(datetime.now(UTC) - moment) < timedelta(minutes=1)
+    return moment is not None and abs(datetime.now(timezone.utc) - moment) < timedelta(minutes=1)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -135,9 +135,9 @@ async def test_key_revoked_by_another_process_is_refused_at_admission(
     elsewhere = Store(lumen_app.store.url)
     try:
         with elsewhere.write() as conn:
-            assert keyring.revoke_key(conn, books.account_id(), key_id, datetime.now(UTC)) == (
-                "revoked"
-            )
+            assert keyring.revoke_key(
+                conn, books.account_id(), key_id, datetime.now(timezone.utc)
+            ) == ("revoked")
     finally:
         elsewhere.dispose()
     balance = books.balance()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -82,7 +82,7 @@ def test_no_access_no_pool_blocked_pool() -> None:
 
 
 def test_coins_exhausted_names_the_next_refill() -> None:
-    refill = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    refill = (datetime.now(timezone.utc) + timedelta(minutes=30)).replace(second=0, microsecond=0)
     iso = refill.isoformat().replace("+00:00", "Z")
     body = error(
         "Coin budget exhausted: your balance is 0 coins. The next refill (+1 coins/hour) comes "
