@@ -29,7 +29,7 @@ from ..core.config import load_config_file
 from ..core.defaults import embedded_default
 from ..core.keys import load_or_create_secret
 from ..core.service import LumenService
-from ..store import Store, sqlite_url
+from ..store import Store, make_private_dir, sqlite_url
 from .accountant import Accountant
 from .auth import KERNEL_TOKEN_PREFIX
 from .events import EventHub
@@ -154,6 +154,8 @@ class LumenJupyter(ExtensionApp):
         from ..gateway.demo_backend import DemoBackend
 
         self.started_at = datetime.now(timezone.utc)
+        if not self.database_url or not self.secret_file:
+            make_private_dir(self.lumen_dir())
         url = self.database_url or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
         self.store.migrate()

@@ -8,7 +8,9 @@ nothing special: every balance change is a single conditional UPDATE.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -148,6 +150,36 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def _owned_by_me(path: Path) -> bool:
+    return os.name == "posix" and path.stat().st_uid == os.getuid()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or take group and world access off it if it is ours."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 and _owned_by_me(path):
+        os.chmod(path, mode & 0o700)
+
+
+def make_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), in a directory that
+    is created private (0700); an existing file of ours that others can read is tightened.
+
+    The database says who spent what on which notebook; SQLite gives its -wal and
+    -shm files the mode of the database file.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and _owned_by_me(path):
+            os.chmod(path, mode & 0o700)
+    else:
+        os.close(fd)
+
+
 def normalize_url(url: str) -> str:
     """Accept ``postgresql://`` and ``postgres://`` and use the psycopg 3 driver."""
     if url.startswith("postgres://"):
@@ -167,7 +199,7 @@ class Store:
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                make_private_file(Path(database))
             self.engine: Engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},

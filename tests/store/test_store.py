@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import threading
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -196,6 +197,33 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
             assert conn.execute(text("PRAGMA busy_timeout")).scalar_one() == 30000
     finally:
         db.dispose()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "lumen.db"
+    store = Store(sqlite_url(path))
+    store.migrate()
+    with store.write() as conn:
+        conn.execute(
+            accounts.insert().values(username="ada", created_at=datetime.now(timezone.utc))
+        )
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    # the -wal and -shm files SQLite keeps next to it while it is open
+    assert {p.name: oct(mode(p)) for p in path.parent.iterdir() if mode(p) & 0o077} == {}
+    store.engine.dispose()
+
+
+def test_sqlite_file_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "lumen.db"
+    path.touch()
+    path.chmod(0o644)
+    Store(sqlite_url(path)).migrate()
+    assert mode(path) == 0o600
 
 
 def test_in_memory_sqlite_keeps_its_tables() -> None:
