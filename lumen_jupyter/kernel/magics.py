@@ -399,8 +399,14 @@ class LumenMagics(Magics):
         prompt = interpolate(cell, self.shell.user_ns if self.shell else {}).strip()
         if not prompt:
             raise UsageError("%%lumen: the cell is empty; write a prompt below the magic line")
+        note = None
+        previous = self.conversation.model
         if args.new:
             self.conversation.restart()
+        elif args.model and previous and args.model != previous and not args.keep:
+            # Earlier cells were written for another model: never send them to this one.
+            self.conversation.restart()
+            note = f"new conversation (the last one was with {previous}; --continue keeps it)"
         if args.system is not None:
             self.conversation.system = args.system or None
 
@@ -421,7 +427,7 @@ class LumenMagics(Magics):
                 terminal=self.terminal,
             )
             request = ChatRequest(
-                prompt, model, args.max_tokens or self.max_tokens or None, temperature
+                prompt, model, args.max_tokens or self.max_tokens or None, temperature, note
             )
             error = runner.run(request)  # shows its own error line
             if error is not None and self.raise_errors:

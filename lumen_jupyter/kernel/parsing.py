@@ -110,6 +110,12 @@ def chat_parser() -> _Parser:
     parser.add_argument("--max-tokens", type=_positive_int, default=None)
     parser.add_argument("--temperature", type=_temperature, default=None)
     parser.add_argument("--new", action="store_true", help="start a new conversation")
+    parser.add_argument(
+        "--continue",
+        dest="keep",
+        action="store_true",
+        help="keep the conversation when -m names another model than its own",
+    )
     return parser
 
 

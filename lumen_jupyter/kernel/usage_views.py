@@ -140,9 +140,10 @@ def help_view() -> View:
         ['%lumen estimate MODEL "prompt" [--max-tokens N]', "Worst-case coins before sending"],
         ["%lumen status", "Which gateway and credential this kernel uses"],
         [
-            "%%lumen [-m MODEL] [--system TEXT] [--new]",
+            "%%lumen [-m MODEL] [--system TEXT] [--new] [--continue]",
             "Chat: the cell is the prompt; {name} inserts a variable; the conversation "
-            "continues across cells until --new",
+            "continues across cells until --new or -m names another model "
+            "(--continue keeps it then)",
         ],
     ]
     return Stack(

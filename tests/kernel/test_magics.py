@@ -281,6 +281,43 @@ def test_chat_streams_interpolates_and_continues(shell: Shell, kernel_env: Jupyt
     assert conversation.messages_for("x")[0] == {"role": "system", "content": "Be brief."}
 
 
+def test_chat_with_another_model_starts_a_new_conversation(
+    shell: Shell, kernel_env: JupyterServer
+) -> None:
+    def conversations() -> int:
+        profile = kernel_env.rest("GET", "lumen/api/profile").json()
+        return int(profile["web_chat"]["conversations"])
+
+    before = conversations()
+    conversation = shell.magics.conversation
+    shell.run("%%lumen -m demo-free\nA secret plan.")
+    shell.run("%%lumen -m demo-free\nMore of it.")
+    first_id = conversation.id
+    assert conversation.exchanges == 2
+
+    switched = shell.run("%%lumen -m demo-pro\nSummarize.")
+    footer = last_text(switched).rsplit("[", 1)[1]
+    assert footer.startswith(
+        "new conversation (the last one was with demo-free; --continue keeps it) · demo-pro · "
+    )
+    assert conversation.id != first_id and conversation.model == "demo-pro"
+    # demo-pro got the new prompt only, none of demo-free's cells
+    assert conversation.turns[0] == {"role": "user", "content": "Summarize."}
+    assert conversation.exchanges == 1
+
+    same = shell.run("%%lumen -m demo-pro\nAnd?")
+    assert "new conversation" not in last_text(same)
+    assert conversation.exchanges == 2
+
+    kept_id = conversation.id
+    kept = shell.run("%%lumen -m demo-free --continue\nGo on.")
+    assert "new conversation" not in last_text(kept) and "demo-free · " in last_text(kept)
+    assert conversation.id == kept_id and conversation.exchanges == 3
+    assert conversation.model == "demo-free"
+
+    assert conversations() == before + 2  # as the gateway recorded them
+
+
 def test_default_model_is_configurable(shell: Shell, kernel_env: JupyterServer) -> None:
     shell.run('%config LumenMagics.default_model = "demo-pro"')
     assert shell.magics.default_model == "demo-pro"
