@@ -23,6 +23,7 @@ from . import billing, keyring, recovery
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
+from .cell_usage import cell_history
 from .clock import Clock, SystemClock, isoformat_z
 from .errors import (
     AuthenticationFailed,
@@ -407,10 +408,25 @@ class LumenService:
     # -- usage ------------------------------------------------------------------------------
 
     def usage_history(
-        self, who: Identity, period: str, bucket: str | None, group_by: str
+        self,
+        who: Identity,
+        period: str,
+        bucket: str | None,
+        group_by: str,
+        notebook: str | None = None,
     ) -> dict[str, Any]:
+        """Spending over time split by ``group_by``; by ``cell`` for one ``notebook``."""
         acct = self.account(who.username)
         with self.store.read() as conn:
+            if group_by == "cell":
+                return cell_history(
+                    conn,
+                    acct,
+                    notebook=notebook,
+                    period=period,
+                    bucket=bucket,
+                    today=self.clock.now().date(),
+                )
             names: dict[int, str] = {}
             if group_by == "key":
                 rows = conn.execute(

@@ -24,6 +24,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from .attribution import current_cell_id, notebook_path
+from .cell_labels import label_cells
 from .chat import Conversation
 from .chat_cell import ChatRequest, ChatRunner
 from .client import LumenClient
@@ -359,7 +360,17 @@ class LumenMagics(Magics):
                 )
             )
             return
-        history = client.usage(period=args.period, bucket=args.bucket, group_by=args.by)
+        if args.notebook and args.by != "cell":
+            raise UsageError("%lumen usage: --notebook goes with --by cell")
+        if args.by == "cell" and not (args.notebook or notebook_path()):
+            raise UsageError(
+                "%lumen usage --by cell: this kernel runs no notebook; name one with --notebook"
+            )
+        history = client.usage(
+            period=args.period, bucket=args.bucket, group_by=args.by, notebook=args.notebook
+        )
+        if args.by == "cell":
+            history = label_cells(history)
         if not args.plot:
             self._show(usage_totals(history))
             return

@@ -137,11 +137,22 @@ def _add_instances(conn: Connection) -> None:
     )
 
 
+def _add_notebook_index(conn: Connection) -> None:
+    """Spending per cell of a notebook is read from the log: index it by notebook."""
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_lumen_requests_notebook "
+            "ON lumen_requests (account_id, notebook, finished_at)"
+        )
+    )
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial tables", _create_initial_tables),
     (2, "chat conversations", _add_chat_conversations),
     (3, "monthly usage by model", _add_usage_monthly),
     (4, "instances, call caps and overruns", _add_instances),
+    (5, "the request log by notebook, for usage by cell", _add_notebook_index),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.util
+import json
 import os
 import re
 import stat
@@ -316,6 +317,49 @@ def test_chat_with_another_model_starts_a_new_conversation(
     assert conversation.model == "demo-free"
 
     assert conversations() == before + 2  # as the gateway recorded them
+
+
+def test_usage_by_cell_names_the_cells_of_this_notebook(
+    shell: Shell, kernel_env: JupyterServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(os.environ["JPY_SESSION_NAME"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = [
+        {"id": "cell-load", "cell_type": "code", "source": ["\n", "data = load('x.csv')\n"]},
+        {"id": "cell-md", "cell_type": "markdown", "source": "# Results"},
+        {"id": "cell-ask", "cell_type": "code", "source": "%%lumen -m demo-pro\nSummarize"},
+    ]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5}))
+    for cell in ("cell-load", "cell-ask", "cell-ask", "cell-gone"):
+        monkeypatch.setattr(
+            shell.ip, "parent_header", {"metadata": {"cellId": cell}}, raising=False
+        )
+        assert shell.run("%%lumen -m demo-pro\nHello there").result.error_in_exec is None
+    monkeypatch.setattr(shell.ip, "parent_header", {}, raising=False)
+
+    table = last_text(shell.run("%lumen usage --by cell --period week"))
+    assert "Usage by cell" in table and f"in {path}" in table
+    rows = {line.split("  ")[0].strip(): line for line in table.splitlines()[1:]}
+    assert set(rows) >= {"[1] data = load('x.csv')", "[3] %%lumen -m demo-pro"}
+    assert "cell cell-gon (not in the saved notebook)" in table
+    assert re.search(r"\[3\] %%lumen -m demo-pro\s+2\s", table)
+
+    # the same through the REST API, and its errors
+    response = kernel_env.rest(
+        "GET", "lumen/api/usage", params={"group_by": "cell", "notebook": str(path)}
+    )
+    assert response.status_code == 200
+    assert response.json()["totals"]["cell-ask"]["requests"] == 2
+    missing = kernel_env.rest("GET", "lumen/api/usage", params={"group_by": "cell"})
+    assert missing.status_code == 400 and "needs notebook" in missing.text
+
+    other = last_text(shell.run("%lumen usage --by cell --notebook elsewhere.ipynb"))
+    assert "No usage in this period." in other
+    line = usage_error(shell, "%lumen usage --by model --notebook x.ipynb")
+    assert "--notebook goes with --by cell" in line
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    line = usage_error(shell, "%lumen usage --by cell")
+    assert "this kernel runs no notebook; name one with --notebook" in line
 
 
 def test_default_model_is_configurable(shell: Shell, kernel_env: JupyterServer) -> None:
