@@ -20,11 +20,8 @@ import venv
 from pathlib import Path
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-pytestmark = pytest.mark.slow
 
 
 def free_port() -> int:
