@@ -623,18 +623,26 @@ class LumenService:
                 "Your coin pool is blocked (max 0); ask an administrator", code="pool_blocked"
             )
         balance = refusal.balance_micro or 0
+        refill_comes = (
+            refusal.next_refill_at is not None
+            and resolved is not None
+            and resolved.spec.refresh_micro > 0
+        )
         message = f"Coin budget exhausted: your balance is {format_coins(balance)} coins"
         if balance > 0 and refusal.needed_micro:
             message = (
                 f"Coin budget too low: this request may cost up to "
                 f"{format_coins(refusal.needed_micro)} coins and your balance is "
-                f"{format_coins(balance)}; lower max_tokens or wait for the refill"
+                f"{format_coins(balance)}; lower max_tokens"
+                + (" or wait for the refill" if refill_comes else "")
             )
-        if refusal.next_refill_at is not None and resolved is not None:
+        if refill_comes and resolved is not None and refusal.next_refill_at is not None:
             message += (
                 f". The next refill (+{format_coins(resolved.spec.refresh_micro)} coins/hour) "
                 f"comes at {isoformat_z(refusal.next_refill_at)}"
             )
+        elif resolved is None or resolved.spec.refresh_micro <= 0:
+            message += ". This pool does not refill: ask an administrator to grant more coins"
         else:
             message += ". Ask an administrator to grant more coins"
         return BudgetExhausted(message, next_refill_at=isoformat_z(refusal.next_refill_at))

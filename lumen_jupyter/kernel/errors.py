@@ -172,9 +172,13 @@ def advice(error: LumenAPIError) -> str:
     if code == "coins_exhausted":
         head = _first_sentence(error.message, ". The next refill")
         head = _first_sentence(head, ". Ask an administrator")
+        never = ". This pool does not refill"
+        head = _first_sentence(head, never)
         when = format_time(error.next_refill_at)
         if when:
             return f"{head}. Next refill at {when}."
+        if never in error.message:
+            return f"{head}. This pool does not refill: ask an administrator for more coins."
         return f"{head}. Ask an administrator for more coins."
     if code == "rate_limited":
         return f"{error.message.rstrip('.')}."

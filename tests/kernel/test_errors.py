@@ -171,3 +171,18 @@ def test_a_non_json_error_page() -> None:
     assert raised.value.one_line() == (
         "The gateway answered HTTP 502 without details. Try again in a minute."
     )
+
+
+def test_coins_exhausted_in_a_pool_that_never_refills() -> None:
+    body = error(
+        "Coin budget exhausted: your balance is 0 coins. This pool does not refill: ask an "
+        "administrator to grant more coins",
+        "coins_exhausted",
+        "insufficient_quota",
+    )
+    line = chat_error(429, body).one_line()
+    assert line == (
+        "Coin budget exhausted: your balance is 0 coins. This pool does not refill: ask an "
+        "administrator for more coins."
+    )
+    assert "refill at" not in line.lower() and "wait" not in line
