@@ -218,8 +218,12 @@ class LumenJupyter(ExtensionApp):
 
     def _make_gateway(self) -> Any:
         from ..gateway.proxy import Gateway
+        from ..gateway.traffic import recent_calls
 
         gateway = Gateway(self)
+        seeded = gateway.upstreams.seed_traffic(recent_calls(self.store, self.service.clock.now()))
+        if seeded:
+            self.log.info("lumen: %d model call(s) of the last day counted from the log", seeded)
         self.settings["lumen_gateway"] = gateway
         return gateway
 
