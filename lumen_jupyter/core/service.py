@@ -29,6 +29,7 @@ from .errors import (
     AuthenticationFailed,
     BadRequest,
     BudgetExhausted,
+    ConsentRequired,
     NotFound,
     PermissionDenied,
 )
@@ -359,6 +360,22 @@ class LumenService:
             if may_call(access[name], self.catalog.require_consent)
         ]
 
+    def findable_model(self, who: Identity, name: str) -> tuple[ModelSpec, Access] | None:
+        """The model for ``GET /v1/models/{name}``: one this user can call now, or one
+        they may call once they consent (so a client that looks before calling finds
+        it); ``None`` for unknown, disabled and blocked models, and without a pool."""
+        model = self.catalog.models.get(name)
+        if model is None or not model.active:
+            return None
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            if self.resolve_pool(conn, who, acct) is None:
+                return None
+            access = self._access_to(conn, who, acct, name)
+        if access is None or access is Access.BLOCKED:
+            return None
+        return model, access
+
     def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
         model = self.catalog.models.get(name)
         if model is None:
@@ -478,11 +495,7 @@ class LumenService:
                 code="model_blocked",
             )
         if not may_call(access, self.catalog.require_consent):
-            raise PermissionDenied(
-                f"'{name}' needs your one-time consent first: read its notice and accept it "
-                f"with `%lumen consent {name}` or on the Profile page",
-                code="consent_required",
-            )
+            raise ConsentRequired(name)
         return model
 
     def callable_model(self, who: Identity, name: str) -> ModelSpec:
