@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -30,13 +31,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def clean_env(home: Path) -> dict[str, str]:
-    """The caller's environment without anything that would leak this checkout in."""
+def clean_env(home: Path, bin_dir: Path) -> dict[str, str]:
+    """The caller's environment without anything that would leak this checkout or the
+    caller's Python tools in: on PATH only the new environment, Node and the system."""
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("LUMEN_", "JUPYTER_", "JPY_", "PYTHON", "VIRTUAL_ENV"))
+        if not key.startswith(("LUMEN_", "JUPYTER_", "JPY_", "PYTHON", "VIRTUAL_ENV", "PYENV"))
     }
+    node = shutil.which("node")
+    assert node is not None, "the README asks for Node.js"
+    path = [str(bin_dir), str(Path(node).parent), "/usr/bin", "/bin"]
+    env["PATH"] = os.pathsep.join(dict.fromkeys(path))
     for name in ("config", "data", "runtime"):
         (home / name).mkdir(parents=True, exist_ok=True)
     env.update(
@@ -55,10 +61,10 @@ def test_pip_install_then_jupyter_lab(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True, system_site_packages=False)
     bin_dir = env_dir / ("Scripts" if sys.platform == "win32" else "bin")
-    env = clean_env(tmp_path / "home")
+    env = clean_env(tmp_path / "home", bin_dir)
 
     install = subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "."],
+        ["pip", "install", "-q", "--disable-pip-version-check", "."],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -75,7 +81,7 @@ def test_pip_install_then_jupyter_lab(tmp_path: Path) -> None:
     with open(log_path, "wb") as log:
         lab = subprocess.Popen(
             [
-                str(bin_dir / "jupyter"),
+                "jupyter",
                 "lab",
                 "--allow-root",
                 "--no-browser",
