@@ -29,7 +29,8 @@ SLOW_PATHS = (
     "tests/widgets/test_frontend.py",  # node: the TypeScript compiler and tests
 )
 SLOW_FIXTURES = frozenset({"server", "fresh_server"})
-"""A Jupyter server in a subprocess, with kernels it starts (tests/kernel)."""
+"""A Jupyter server in a subprocess, with kernels it starts (tests/kernel); modules that
+start their own with ``tests.kernel.server.start_server`` are slow as a whole."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,7 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
         fixtures = set(getattr(item, "fixturenames", ()))
-        if path.startswith(SLOW_PATHS) or fixtures & SLOW_FIXTURES:
+        own_server = hasattr(getattr(item, "module", None), "start_server")
+        if path.startswith(SLOW_PATHS) or fixtures & SLOW_FIXTURES or own_server:
             item.add_marker(pytest.mark.slow)
 
 
