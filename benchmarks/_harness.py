@@ -25,7 +25,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -289,7 +289,7 @@ def machine_facts(extra_versions: dict[str, str | None] | None = None) -> dict[s
     }
     versions.update(extra_versions or {})
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "host_cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "cpu_model": _cpu_model(),
@@ -309,7 +309,7 @@ def machine_facts(extra_versions: dict[str, str | None] | None = None) -> dict[s
 
 def write_results(name: str, data: dict[str, Any]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = RESULTS / f"{name}-{stamp}.json"
     text = json.dumps(data, indent=2, default=str)
     path.write_text(text)

@@ -41,7 +41,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -842,7 +842,7 @@ def main() -> None:
     secret_file = work / "secret"
     secret_file.write_bytes(os.urandom(32).hex().encode())
     secret_file.chmod(0o600)
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
 
     urls: dict[str, str] = {}
     sinks: list[Any] = []

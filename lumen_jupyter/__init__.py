@@ -5,8 +5,10 @@ the accounting; kernels and browsers see only their own credential.
 
 In a notebook: ``%load_ext lumen_jupyter`` (magics), ``lumen_jupyter.client()``
 (the profile API), ``lumen_jupyter.openai_client()`` (an ``openai`` client for the
-gateway).  These import their dependencies on first use, so importing this package
-in a kernel stays cheap and never imports jupyter_server.
+gateway), ``lumen_jupyter.Profile()`` (the whole profile page as a widget) and its parts
+``BalanceCard``, ``KeysTable``, ``ModelTable`` and ``SpendingChart``.  These import
+their dependencies on first use, so importing this package in a kernel stays cheap
+and never imports jupyter_server (nor anywidget until a widget is asked for).
 """
 
 from __future__ import annotations
@@ -19,8 +21,14 @@ if TYPE_CHECKING:
     import openai
 
     from .kernel.client import LumenClient
+    from .widgets import BalanceCard, KeysTable, ModelTable, Profile, SpendingChart
 
 __all__ = [
+    "BalanceCard",
+    "KeysTable",
+    "ModelTable",
+    "Profile",
+    "SpendingChart",
     "__version__",
     "async_openai_client",
     "client",
@@ -80,3 +88,20 @@ def async_openai_client(
     from .kernel.openai_clients import async_openai_client as make
 
     return make(base_url, api_key, **kwargs)
+
+
+# The widgets load anywidget on first use only (PEP 562), so ``import lumen_jupyter``
+# stays cheap in a kernel that never shows one.
+_WIDGETS = frozenset({"BalanceCard", "KeysTable", "ModelTable", "Profile", "SpendingChart"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WIDGETS:
+        from . import widgets
+
+        return getattr(widgets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _WIDGETS)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 
@@ -21,7 +21,30 @@ from tests import pg
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
 """A real Jupyter server for the server, gateway, kernel and widget tests (jp_* fixtures)."""
 
-START = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
+SLOW_PATHS = (
+    "tests/ui/",  # a browser driving JupyterLab
+    "tests/install/",  # a fresh virtual environment
+    "tests/gateway/test_crash_recovery.py",  # kill -9 and a second server
+    "tests/kernel/test_notebooks.py",  # whole notebooks through nbclient
+    "tests/widgets/test_frontend.py",  # node: the TypeScript compiler and tests
+)
+SLOW_FIXTURES = frozenset({"server", "fresh_server"})
+"""A Jupyter server in a subprocess, with kernels it starts (tests/kernel); modules that
+start their own with ``tests.kernel.server.start_server`` are slow as a whole."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tests ``slow``: ``python -m pytest -m "not slow"`` is the quick loop."""
+    root = config.rootpath
+    for item in items:
+        path = item.path.relative_to(root).as_posix() if item.path.is_relative_to(root) else ""
+        fixtures = set(getattr(item, "fixturenames", ()))
+        own_server = hasattr(getattr(item, "module", None), "start_server")
+        if path.startswith(SLOW_PATHS) or fixtures & SLOW_FIXTURES or own_server:
+            item.add_marker(pytest.mark.slow)
+
+
+START = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc)
 """Where every ``clock`` starts: a Wednesday, noon UTC."""
 
 

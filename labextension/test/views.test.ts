@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { compactCoins, formatCoins, formatCountdown, relativeTime } from '../src/views/format';
 import { nextSort, sortRows, type SortColumn } from '../src/views/sort';
 import { chartData, niceTicks } from '../src/views/spendingChart';
-import { fillPermille } from '../src/views/tiles';
+import { exhaustedNote, fillPermille } from '../src/views/tiles';
 
 test('coins are formatted from micro-coins without floats', () => {
   assert.equal(formatCoins(0), '0');
@@ -100,4 +100,17 @@ test('chart data: stacked series, at most eight, the rest as Other', () => {
   assert.deepEqual(niceTicks(55_000), [0, 20_000, 40_000, 60_000]);
   assert.deepEqual(niceTicks(0), [0]);
   assert.deepEqual(niceTicks(3), [0, 1, 2, 3]);
+});
+
+test('an exhausted pool promises a refill only when it has one', () => {
+  const pool = (micro: number) =>
+    ({
+      state: 'limited',
+      exhausted: true,
+      refresh_per_hour: { micro, text: String(micro / 1_000_000) }
+    }) as unknown as Parameters<typeof exhaustedNote>[0];
+  assert.match(exhaustedNote(pool(1_000_000)), /until the next refill or an admin grant/);
+  const never = exhaustedNote(pool(0));
+  assert.doesNotMatch(never, /refill or/);
+  assert.match(never, /until an admin grants more coins \(this pool does not refill\)/);
 });

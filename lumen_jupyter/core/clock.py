@@ -7,7 +7,7 @@ with a ``Z`` suffix (DESIGN.md, principle 8).
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
 
@@ -21,14 +21,14 @@ class SystemClock:
     """The real clock."""
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(timezone.utc)
 
 
 class FakeClock:
     """A clock that only moves when told to; for tests and simulations."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        self._now = start or datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -46,8 +46,8 @@ class FakeClock:
 def as_utc(value: datetime) -> datetime:
     """Return ``value`` as an aware UTC datetime (naive values are taken as UTC)."""
     if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
 
 
 def isoformat_z(value: datetime | None) -> str | None:

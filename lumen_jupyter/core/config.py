@@ -391,4 +391,3 @@ def parse_endpoint_transport(data: Mapping[str, Any], where: str) -> dict[str, A
     if "client_key" in found and "client_cert" not in found:
         raise ConfigError(f"{where}: client_key needs client_cert")
     return found
-

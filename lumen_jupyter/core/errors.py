@@ -9,6 +9,7 @@ to be named.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 
 class LumenError(Exception):
@@ -27,6 +28,11 @@ class LumenError(Exception):
         if code is not None:
             self.code = code
         self.details = details
+
+    def at(self, root_url: str) -> LumenError:
+        """This error as answered by the server at ``root_url`` (``http://host/base/``):
+        errors that point somewhere give the full URL there.  Most are unchanged."""
+        return self
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -58,6 +64,37 @@ class PermissionDenied(LumenError):
     status = 403
     error_type = "permission_error"
     code = "forbidden"
+
+
+class ConsentRequired(PermissionDenied):
+    """A model the caller may use once they accept its notice.
+
+    Answered by a server, it carries where to do that: the consent endpoint (``POST``,
+    with the Jupyter login) and the profile, as URLs in the message and in the details
+    (``consent_url``, ``profile_url``), for scripts and command-line users."""
+
+    code = "consent_required"
+
+    def __init__(self, model: str, root_url: str | None = None) -> None:
+        self.model = model
+        message = (
+            f"'{model}' needs your one-time consent first: read its notice and accept it "
+            f"with `%lumen consent {model}` or on the Profile page"
+        )
+        details: dict[str, Any] = {"model": model}
+        if root_url:
+            api = f"{root_url}lumen/api/"
+            details["consent_url"] = f"{api}models/{quote(model, safe='')}/consent"
+            details["profile_url"] = f"{api}profile"
+            message += (
+                f" (Lumen: Open Profile in JupyterLab); from a script, POST "
+                f"{details['consent_url']} with your Jupyter login; your profile: "
+                f"{details['profile_url']}"
+            )
+        super().__init__(message, code="consent_required", **details)
+
+    def at(self, root_url: str) -> LumenError:
+        return ConsentRequired(self.model, root_url)
 
 
 class NotFound(LumenError):

@@ -23,11 +23,13 @@ from . import billing, keyring, recovery
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
+from .cell_usage import cell_history
 from .clock import Clock, SystemClock, isoformat_z
 from .errors import (
     AuthenticationFailed,
     BadRequest,
     BudgetExhausted,
+    ConsentRequired,
     NotFound,
     PermissionDenied,
 )
@@ -358,6 +360,22 @@ class LumenService:
             if may_call(access[name], self.catalog.require_consent)
         ]
 
+    def findable_model(self, who: Identity, name: str) -> tuple[ModelSpec, Access] | None:
+        """The model for ``GET /v1/models/{name}``: one this user can call now, or one
+        they may call once they consent (so a client that looks before calling finds
+        it); ``None`` for unknown, disabled and blocked models, and without a pool."""
+        model = self.catalog.models.get(name)
+        if model is None or not model.active:
+            return None
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            if self.resolve_pool(conn, who, acct) is None:
+                return None
+            access = self._access_to(conn, who, acct, name)
+        if access is None or access is Access.BLOCKED:
+            return None
+        return model, access
+
     def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
         model = self.catalog.models.get(name)
         if model is None:
@@ -407,10 +425,25 @@ class LumenService:
     # -- usage ------------------------------------------------------------------------------
 
     def usage_history(
-        self, who: Identity, period: str, bucket: str | None, group_by: str
+        self,
+        who: Identity,
+        period: str,
+        bucket: str | None,
+        group_by: str,
+        notebook: str | None = None,
     ) -> dict[str, Any]:
+        """Spending over time split by ``group_by``; by ``cell`` for one ``notebook``."""
         acct = self.account(who.username)
         with self.store.read() as conn:
+            if group_by == "cell":
+                return cell_history(
+                    conn,
+                    acct,
+                    notebook=notebook,
+                    period=period,
+                    bucket=bucket,
+                    today=self.clock.now().date(),
+                )
             names: dict[int, str] = {}
             if group_by == "key":
                 rows = conn.execute(
@@ -462,11 +495,7 @@ class LumenService:
                 code="model_blocked",
             )
         if not may_call(access, self.catalog.require_consent):
-            raise PermissionDenied(
-                f"'{name}' needs your one-time consent first: read its notice and accept it "
-                f"with `%lumen consent {name}` or on the Profile page",
-                code="consent_required",
-            )
+            raise ConsentRequired(name)
         return model
 
     def callable_model(self, who: Identity, name: str) -> ModelSpec:
@@ -607,18 +636,26 @@ class LumenService:
                 "Your coin pool is blocked (max 0); ask an administrator", code="pool_blocked"
             )
         balance = refusal.balance_micro or 0
+        refill_comes = (
+            refusal.next_refill_at is not None
+            and resolved is not None
+            and resolved.spec.refresh_micro > 0
+        )
         message = f"Coin budget exhausted: your balance is {format_coins(balance)} coins"
         if balance > 0 and refusal.needed_micro:
             message = (
                 f"Coin budget too low: this request may cost up to "
                 f"{format_coins(refusal.needed_micro)} coins and your balance is "
-                f"{format_coins(balance)}; lower max_tokens or wait for the refill"
+                f"{format_coins(balance)}; lower max_tokens"
+                + (" or wait for the refill" if refill_comes else "")
             )
-        if refusal.next_refill_at is not None and resolved is not None:
+        if refill_comes and resolved is not None and refusal.next_refill_at is not None:
             message += (
                 f". The next refill (+{format_coins(resolved.spec.refresh_micro)} coins/hour) "
                 f"comes at {isoformat_z(refusal.next_refill_at)}"
             )
+        elif resolved is None or resolved.spec.refresh_micro <= 0:
+            message += ". This pool does not refill: ask an administrator to grant more coins"
         else:
             message += ". Ask an administrator to grant more coins"
         return BudgetExhausted(message, next_refill_at=isoformat_z(refusal.next_refill_at))

@@ -9,6 +9,7 @@ millions of logged calls.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -24,7 +25,7 @@ CHAT_SOURCE = "chat"
 PERIODS = {"week": 7, "month": 30, "year": 365, "all": None}
 DEFAULT_BUCKET = {"week": "day", "month": "day", "year": "month", "all": "month"}
 BUCKETS = ("day", "week", "month")
-GROUPINGS = ("model", "source", "key", "notebook")
+GROUPINGS = ("model", "source", "key", "notebook", "cell")
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,8 @@ def history(
     Buckets with no use are present (zeros), so a chart needs no gap logic.
     """
     bucket = validate_history_args(period, bucket, group_by)
+    if group_by == "cell":
+        raise BadRequest("group_by=cell is for one notebook: see cell_usage", param="group_by")
     days = PERIODS[period]
     conditions = [usage_daily.c.account_id == account_id]
     if days is not None:
@@ -261,15 +264,34 @@ def history(
             select(func.min(usage_daily.c.day)).where(usage_daily.c.account_id == account_id)
         ).scalar_one_or_none()
         start_day = _as_date(first) if first is not None else today
+    return shape_history(
+        ((_as_date(row.bucket), series_name(row.series), row) for row in rows),
+        period=period,
+        bucket=bucket,
+        group_by=group_by,
+        start_day=start_day,
+        today=today,
+    )
+
+
+def shape_history(
+    rows: Iterable[tuple[date, str, Any]],
+    *,
+    period: str,
+    bucket: str,
+    group_by: str,
+    start_day: date,
+    today: date,
+) -> dict[str, Any]:
+    """The history document from ``(bucket start, series, counters row)`` triples; every
+    bucket from ``start_day`` to ``today`` is present."""
     grid: dict[date, dict[str, Counters]] = {}
     cursor = bucket_start(start_day, bucket)
     while cursor <= today:
         grid[cursor] = {}
         cursor = _next_bucket(cursor, bucket)
     totals: dict[str, Counters] = defaultdict(Counters)
-    for row in rows:
-        key = _as_date(row.bucket)
-        name = series_name(row.series)
+    for key, name, row in rows:
         counts = (row.requests, row.input_tokens, row.output_tokens, row.coins_micro)
         grid.setdefault(key, {}).setdefault(name, Counters()).add_counts(*counts)
         totals[name].add_counts(*counts)

@@ -24,11 +24,13 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from ..core import billing, strict_json
+from ..core.access import may_call
 from ..core.catalog import EndpointSpec, ModelSpec
 from ..core.errors import (
     AuthenticationFailed,
     BadRequest,
     BudgetExhausted,
+    ConsentRequired,
     LumenError,
     NotFound,
     PayloadTooLarge,
@@ -220,22 +222,41 @@ class GatewayHandler(LumenHandler):
 
 
 class ModelsHandler(GatewayHandler):
+    """The models callable now (OpenAI's list), each with its ``access``."""
+
     @lumen_endpoint("read")
     async def get(self) -> None:
         visible = await self.run(self.service.visible_models, self.identity)
-        data = [self.gateway.model_object(model) for model, _access in visible]
+        data = [
+            {**self.gateway.model_object(model), "access": access.value}
+            for model, access in visible
+        ]
         self.send_json({"object": "list", "data": data})
 
 
 class ModelHandler(GatewayHandler):
+    """One model: also one that needs the caller's consent first, with its ``access``
+    (``needs_ack``) and where to consent, so a client that looks before calling does
+    not tell its user the model does not exist."""
+
     @lumen_endpoint("read")
     async def get(self, name: str) -> None:
-        visible = await self.run(self.service.visible_models, self.identity)
-        for model, _access in visible:
-            if model.name == name:
-                self.send_json(self.gateway.model_object(model))
-                return
-        raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
+        found = await self.run(self.service.findable_model, self.identity, name)
+        if found is None:
+            raise NotFound(f"The model '{name}' does not exist", code="model_not_found")
+        model, access = found
+        data = {**self.gateway.model_object(model), "access": access.value}
+        if not may_call(access, self.service.catalog.require_consent):
+            consent = ConsentRequired(name).at(self._root_url()).to_json()["error"]
+            data["consent"] = {
+                "message": consent["message"],
+                "consent_url": consent["consent_url"],
+                "profile_url": consent["profile_url"],
+            }
+        self.send_json(data)
+
+    def _root_url(self) -> str:
+        return f"{self.request.protocol}://{self.request.host}{self.base_url}"
 
 
 @web.stream_request_body

@@ -184,6 +184,20 @@ class Upstreams:
     def record_request(self, model: str) -> None:
         self.traffic.setdefault(model, ModelTraffic()).add(time.monotonic())
 
+    def seed_traffic(self, calls: Iterable[tuple[str, float]]) -> int:
+        """Count calls made before this server started: ``(model, seconds ago)``, oldest
+        first (from the request log), so the per-minute/hour/day counts of ``/v1/models``
+        survive a restart.  Returns how many were counted."""
+        clock = time.monotonic()
+        seeded = 0
+        for model, age in calls:
+            if 0 <= age <= 86400:
+                self.traffic.setdefault(model, ModelTraffic()).times.append(clock - age)
+                seeded += 1
+        for traffic in self.traffic.values():
+            traffic.trim(clock)
+        return seeded
+
     def request_counts(self, model: str) -> dict[str, int]:
         traffic = self.traffic.get(model)
         if traffic is None:

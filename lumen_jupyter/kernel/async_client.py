@@ -107,9 +107,13 @@ class AsyncLumenClient(ClientBase):
         return await self._send("POST", url, json=body, model=name)  # type: ignore[no-any-return]
 
     async def usage(
-        self, period: str = "month", bucket: str | None = None, group_by: str = "model"
+        self,
+        period: str = "month",
+        bucket: str | None = None,
+        group_by: str = "model",
+        notebook: str | None = None,
     ) -> dict[str, Any]:
-        params = self._usage_params(period, bucket, group_by)
+        params = self._usage_params(period, bucket, group_by, notebook)
         return await self._send("GET", self._api("usage"), params=params)  # type: ignore[no-any-return]
 
     async def v1_models(self) -> list[dict[str, Any]]:

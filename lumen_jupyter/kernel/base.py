@@ -13,7 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from . import pricing
-from .attribution import attribution_headers
+from .attribution import attribution_headers, notebook_path
 from .chat import chat_body
 from .connection import Connection, RawKey, discover
 from .errors import CONNECTION_ERROR, NO_PROFILE_API, LumenAPIError, error_from_body
@@ -181,10 +181,21 @@ class ClientBase:
         return {"include_revoked": "true" if include_revoked else "false"}
 
     @staticmethod
-    def _usage_params(period: str, bucket: str | None, group_by: str) -> dict[str, str]:
+    def _usage_params(
+        period: str, bucket: str | None, group_by: str, notebook: str | None = None
+    ) -> dict[str, str]:
         params = {"period": period, "group_by": group_by}
         if bucket is not None:
             params["bucket"] = bucket
+        if group_by == "cell":
+            notebook = notebook or notebook_path()
+            if not notebook:
+                raise LumenAPIError(
+                    "Usage by cell is for one notebook: pass notebook=PATH "
+                    "(this kernel runs no notebook)",
+                    code="missing_notebook",
+                )
+            params["notebook"] = notebook[:1024]
         return params
 
     def _chat_request(

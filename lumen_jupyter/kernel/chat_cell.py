@@ -32,6 +32,8 @@ class ChatRequest:
     model: str
     max_tokens: int | None
     temperature: float | None
+    #: Said first in the footer (e.g. that a new conversation was started).
+    note: str | None = None
 
 
 def footer_text(client: LumenClient, finished: Finished) -> str:
@@ -137,8 +139,10 @@ class ChatRunner:
             raise
         assert finished is not None
         self.conversation.record(request.prompt, text)
-        self.conversation.model = finished.model
+        self.conversation.model = request.model
         footer = footer_text(self.client, finished)
+        if request.note:
+            footer = f"{request.note} · {footer}"
         if self.terminal:
             sys.stdout.write(f"\n\n[{footer}]\n")
         else:

@@ -134,10 +134,15 @@ class LumenClient(ClientBase):
         return self._send("POST", url, json=body, model=name)  # type: ignore[no-any-return]
 
     def usage(
-        self, period: str = "month", bucket: str | None = None, group_by: str = "model"
+        self,
+        period: str = "month",
+        bucket: str | None = None,
+        group_by: str = "model",
+        notebook: str | None = None,
     ) -> dict[str, Any]:
-        """Spending history in time buckets, split by model, source, key or notebook."""
-        params = self._usage_params(period, bucket, group_by)
+        """Spending history in time buckets, split by model, source, key or notebook;
+        by ``cell`` for one notebook (``notebook``, else this kernel's own)."""
+        params = self._usage_params(period, bucket, group_by, notebook)
         return self._send("GET", self._api("usage"), params=params)  # type: ignore[no-any-return]
 
     # -- the model gateway ----------------------------------------------------------------

@@ -11,7 +11,7 @@ No message built here ever contains a credential; keys are named by their hint.
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 NOT_CONFIGURED = "not_configured"
@@ -113,10 +113,10 @@ def format_time(iso: str | None, *, now: datetime | None = None) -> str | None:
     if not iso:
         return None
     try:
-        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
     except ValueError:
         return iso
-    today = (now or datetime.now(UTC)).astimezone(UTC).date()
+    today = (now or datetime.now(timezone.utc)).astimezone(timezone.utc).date()
     if when.date() == today:
         return f"{when:%H:%M} UTC"
     return f"{when:%Y-%m-%d %H:%M} UTC"
@@ -179,9 +179,13 @@ def advice(error: LumenAPIError) -> str:
     if code == "coins_exhausted":
         head = _first_sentence(error.message, ". The next refill")
         head = _first_sentence(head, ". Ask an administrator")
+        never = ". This pool does not refill"
+        head = _first_sentence(head, never)
         when = format_time(error.next_refill_at)
         if when:
             return f"{head}. Next refill at {when}."
+        if never in error.message:
+            return f"{head}. This pool does not refill: ask an administrator for more coins."
         return f"{head}. Ask an administrator for more coins."
     if code == "rate_limited":
         return f"{error.message.rstrip('.')}."

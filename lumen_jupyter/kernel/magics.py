@@ -24,6 +24,7 @@ from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
 from .attribution import current_cell_id, notebook_path
+from .cell_labels import label_cells
 from .chat import Conversation
 from .chat_cell import ChatRequest, ChatRunner
 from .client import LumenClient
@@ -368,7 +369,17 @@ class LumenMagics(Magics):
                 )
             )
             return
-        history = client.usage(period=args.period, bucket=args.bucket, group_by=args.by)
+        if args.notebook and args.by != "cell":
+            raise UsageError("%lumen usage: --notebook goes with --by cell")
+        if args.by == "cell" and not (args.notebook or notebook_path()):
+            raise UsageError(
+                "%lumen usage --by cell: this kernel runs no notebook; name one with --notebook"
+            )
+        history = client.usage(
+            period=args.period, bucket=args.bucket, group_by=args.by, notebook=args.notebook
+        )
+        if args.by == "cell":
+            history = label_cells(history)
         if not args.plot:
             self._show(usage_totals(history))
             return
@@ -408,8 +419,14 @@ class LumenMagics(Magics):
         prompt = interpolate(cell, self.shell.user_ns if self.shell else {}).strip()
         if not prompt:
             raise UsageError("%%lumen: the cell is empty; write a prompt below the magic line")
+        note = None
+        previous = self.conversation.model
         if args.new:
             self.conversation.restart()
+        elif args.model and previous and args.model != previous and not args.keep:
+            # Earlier cells were written for another model: never send them to this one.
+            self.conversation.restart()
+            note = f"new conversation (the last one was with {previous}; --continue keeps it)"
         if args.system is not None:
             self.conversation.system = args.system or None
 
@@ -430,7 +447,7 @@ class LumenMagics(Magics):
                 terminal=self.terminal,
             )
             request = ChatRequest(
-                prompt, model, args.max_tokens or self.max_tokens or None, temperature
+                prompt, model, args.max_tokens or self.max_tokens or None, temperature, note
             )
             error = runner.run(request)  # shows its own error line
             if error is not None and self.raise_errors:

@@ -91,7 +91,12 @@ def line_parser() -> _Parser:
 
     usage = sub.add_parser("usage", prog="%lumen usage", help="spending history")
     usage.add_argument("--period", choices=["week", "month", "year", "all"], default="month")
-    usage.add_argument("--by", choices=["model", "notebook", "key", "source"], default="model")
+    usage.add_argument(
+        "--by", choices=["model", "notebook", "cell", "key", "source"], default="model"
+    )
+    usage.add_argument(
+        "--notebook", default=None, help="with --by cell: that notebook's path (default: this one)"
+    )
     usage.add_argument("--bucket", choices=["day", "week", "month"], default=None)
     usage.add_argument("--metric", choices=["coins", "tokens", "requests"], default="coins")
     usage.add_argument("--plot", action="store_true", help="draw a chart")
@@ -110,6 +115,12 @@ def chat_parser() -> _Parser:
     parser.add_argument("--max-tokens", type=_positive_int, default=None)
     parser.add_argument("--temperature", type=_temperature, default=None)
     parser.add_argument("--new", action="store_true", help="start a new conversation")
+    parser.add_argument(
+        "--continue",
+        dest="keep",
+        action="store_true",
+        help="keep the conversation when -m names another model than its own",
+    )
     return parser
 
 

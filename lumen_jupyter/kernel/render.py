@@ -11,7 +11,7 @@ import html
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 _BORDER = "var(--jp-border-color2, #e0e0e0)"
@@ -43,7 +43,7 @@ def fmt_time(iso: str | None) -> str:
     if not iso:
         return "—"
     try:
-        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+        when = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(timezone.utc)
     except ValueError:
         return iso
     return f"{when:%Y-%m-%d %H:%M} UTC"

@@ -17,7 +17,7 @@ import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import httpx
@@ -41,7 +41,7 @@ class SessionUsage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: dict[str, ModelTally] = {}
-        self.started_at = datetime.now(UTC)
+        self.started_at = datetime.now(timezone.utc)
 
     def record(self, model: str, usage: Mapping[str, Any] | None) -> None:
         with self._lock:
@@ -56,7 +56,7 @@ class SessionUsage:
     def reset(self) -> None:
         with self._lock:
             self._models.clear()
-            self.started_at = datetime.now(UTC)
+            self.started_at = datetime.now(timezone.utc)
 
     def snapshot(self, prices: Mapping[str, ModelPrice] | None = None) -> dict[str, Any]:
         """Totals and per-model rows; coins where the model's price is known."""

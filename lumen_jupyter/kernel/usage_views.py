@@ -51,7 +51,8 @@ def usage_totals(history: Mapping[str, Any]) -> Table:
         [str(by).capitalize(), "Requests", "Input tokens", "Output tokens", "Coins"],
         rows,
         title=f"Usage by {by}, {history.get('start')} to {history.get('end')} "
-        f"({history.get('period')})",
+        f"({history.get('period')})"
+        + (f" in {history['notebook']}" if history.get("notebook") else ""),
         right=frozenset({"Requests", "Input tokens", "Output tokens", "Coins"}),
         empty="No usage in this period.",
     )
@@ -135,14 +136,16 @@ def help_view() -> View:
         ["%lumen consent MODEL [--accept]", "Read a model's notice and accept it"],
         [
             "%lumen usage [--period P] [--by B] [--plot]",
-            "Spending: P week|month|year|all, B model|notebook|key|source",
+            "Spending: P week|month|year|all, B model|notebook|cell|key|source "
+            "(cell: this notebook's cells, or --notebook PATH)",
         ],
         ['%lumen estimate MODEL "prompt" [--max-tokens N]', "Worst-case coins before sending"],
         ["%lumen status", "Which gateway and credential this kernel uses"],
         [
-            "%%lumen [-m MODEL] [--system TEXT] [--new]",
+            "%%lumen [-m MODEL] [--system TEXT] [--new] [--continue]",
             "Chat: the cell is the prompt; {name} inserts a variable; the conversation "
-            "continues across cells until --new",
+            "continues across cells until --new or -m names another model "
+            "(--continue keeps it then)",
         ],
     ]
     return Stack(

@@ -69,7 +69,10 @@ def balance_line(pool: Mapping[str, Any]) -> tuple[str, str]:
             line += f", next at {refill}"
     level = "ok"
     if pool.get("exhausted"):
-        line += " · exhausted: model calls wait for the refill"
+        if int(refresh.get("micro", 0) or 0) > 0:
+            line += " · exhausted: model calls wait for the refill"
+        else:
+            line += " · exhausted: this pool does not refill, ask an administrator for coins"
         level = "error"
     return line + ".", level
 

@@ -16,7 +16,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..core.errors import ConfigError
 from ..core.keys import load_or_create_secret
 from ..core.redact import install_log_filter, redact
 from ..core.service import LumenService
-from ..store import Store, sqlite_url
+from ..store import Store, make_private_dir, sqlite_url
 from .accountant import Accountant
 from .auth import DEFAULT_MAX_BODY_BYTES
 from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
@@ -211,7 +211,7 @@ class LumenJupyter(ExtensionApp):
         the kernels and the status bar say so - never a server that looks fine but
         enforces nothing.
         """
-        self.started_at = datetime.now(UTC)
+        self.started_at = datetime.now(timezone.utc)
         # Kernels get their credential even when lumen fails to start: it is how they
         # learn why (a 503 with the reason) instead of a bare refusal.
         self.kernel_credentials = KernelCredentials()
@@ -252,6 +252,8 @@ class LumenJupyter(ExtensionApp):
         from ..gateway.demo_backend import DemoBackend
 
         from_yaml = "" if self.database_url else self._yaml_database_url()
+        if not self.database_url or not self.secret_file:
+            make_private_dir(self.lumen_dir())
         url = self.database_url or from_yaml or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
         if from_yaml:
@@ -325,6 +327,7 @@ class LumenJupyter(ExtensionApp):
     def _make_gateway(self) -> Any:
         from ..gateway.http_client import TLSSettings
         from ..gateway.proxy import Gateway
+        from ..gateway.traffic import recent_calls
 
         gateway = Gateway(self)
         gateway.upstreams.configure_transport(
@@ -337,6 +340,9 @@ class LumenJupyter(ExtensionApp):
             max_answer_bytes=self.max_upstream_answer_bytes,
             keepalive_seconds=self.upstream_keepalive,
         )
+        seeded = gateway.upstreams.seed_traffic(recent_calls(self.store, self.service.clock.now()))
+        if seeded:
+            self.log.info("lumen: %d model call(s) of the last day counted from the log", seeded)
         self.settings["lumen_gateway"] = gateway
         return gateway
 

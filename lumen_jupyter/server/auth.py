@@ -217,6 +217,8 @@ class LumenHandler(APIHandler):
         self.finish(body)
 
     def send_error_json(self, error: LumenError) -> None:
+        request = self.request
+        error = error.at(f"{request.protocol}://{request.host}{self.base_url}")
         self.clear_header("Content-Type")
         self.set_status(error.status)
         if error.status == 429:

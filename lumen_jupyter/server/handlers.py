@@ -106,7 +106,10 @@ class UsageHandler(RestHandler):
         period = self.get_query_argument("period", "month")
         bucket = self.get_query_argument("bucket", None)
         group_by = self.get_query_argument("group_by", "model")
-        result = await self.run(self.service.usage_history, self.identity, period, bucket, group_by)
+        notebook = self.get_query_argument("notebook", None)
+        result = await self.run(
+            self.service.usage_history, self.identity, period, bucket, group_by, notebook
+        )
         self.send_json(result)
 
 

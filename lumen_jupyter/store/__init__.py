@@ -1,5 +1,5 @@
 """Persistence: the schema, migrations and the ``Store`` that owns the engine."""
 
-from .engine import Store, normalize_url, sqlite_url
+from .engine import Store, make_private_dir, normalize_url, sqlite_url
 
-__all__ = ["Store", "normalize_url", "sqlite_url"]
+__all__ = ["Store", "make_private_dir", "normalize_url", "sqlite_url"]

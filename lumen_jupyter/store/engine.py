@@ -8,11 +8,13 @@ nothing special: every balance change is a single conditional UPDATE.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -135,17 +137,58 @@ def _add_instances(conn: Connection) -> None:
     )
 
 
+def _add_notebook_index(conn: Connection) -> None:
+    """Spending per cell of a notebook is read from the log: index it by notebook."""
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_lumen_requests_notebook "
+            "ON lumen_requests (account_id, notebook, finished_at)"
+        )
+    )
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial tables", _create_initial_tables),
     (2, "chat conversations", _add_chat_conversations),
     (3, "monthly usage by model", _add_usage_monthly),
     (4, "instances, call caps and overruns", _add_instances),
+    (5, "the request log by notebook, for usage by cell", _add_notebook_index),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
+
+
+def _owned_by_me(path: Path) -> bool:
+    return os.name == "posix" and path.stat().st_uid == os.getuid()
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` (0700) or take group and world access off it if it is ours."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 and _owned_by_me(path):
+        os.chmod(path, mode & 0o700)
+
+
+def make_private_file(path: Path) -> None:
+    """Create the SQLite file readable by its owner only (0600), in a directory that
+    is created private (0700); an existing file of ours that others can read is tightened.
+
+    The database says who spent what on which notebook; SQLite gives its -wal and
+    -shm files the mode of the database file.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077 and _owned_by_me(path):
+            os.chmod(path, mode & 0o700)
+    else:
+        os.close(fd)
 
 
 def normalize_url(url: str) -> str:
@@ -167,7 +210,7 @@ class Store:
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                make_private_file(Path(database))
             self.engine: Engine = create_engine(
                 self.url,
                 connect_args={"check_same_thread": False, "timeout": 30},
@@ -225,7 +268,9 @@ class Store:
                 if done is None:
                     step(conn)
                     conn.execute(
-                        schema.meta.insert().values(version=number, applied_at=datetime.now(UTC))
+                        schema.meta.insert().values(
+                            version=number, applied_at=datetime.now(timezone.utc)
+                        )
                     )
             version = number
         return version

@@ -148,6 +148,33 @@ def test_exhausted_error_names_the_next_refill(make_service: MakeService, clock:
     assert "+0.5 coins/hour" in err.value.message
 
 
+def test_only_a_pool_that_refills_promises_a_refill(
+    make_service: MakeService, clock: FakeClock
+) -> None:
+    refilling = make_service(catalog(pool(1, refresh=0.5)))
+    with pytest.raises(BudgetExhausted) as err:
+        admit(refilling)  # 1 coin, the worst case is 1.1
+    assert "lower max_tokens or wait for the refill. The next refill" in err.value.message
+    never = make_service(catalog(pool(1, refresh=0)), secret=b"x" * 40)
+    never.grant(who("bob"), 0)
+    with pytest.raises(BudgetExhausted) as err:
+        admit(never, "bob")
+    message = err.value.message
+    assert "refill" not in message.replace("does not refill", "")
+    assert message.endswith(
+        "your balance is 1; lower max_tokens. "
+        "This pool does not refill: ask an administrator to grant more coins"
+    )
+    assert err.value.details.get("next_refill_at") is None
+    never.grant(who("bob"), -MICRO)
+    with pytest.raises(BudgetExhausted) as err:
+        admit(never, "bob", name="free", worst=0)
+    assert err.value.message == (
+        "Coin budget exhausted: your balance is 0 coins. "
+        "This pool does not refill: ask an administrator to grant more coins"
+    )
+
+
 def test_unlimited_pool_reserves_nothing_and_keeps_no_balance(make_service: MakeService) -> None:
     service = make_service(catalog(pool(None)))
     admission = admit(service, worst=50 * MICRO)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -144,7 +144,7 @@ def test_no_pool_refuses_every_call(make_service: MakeService) -> None:
     assert_ledger_invariant(service.store)
 
 
-T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 
 REFILLS = [
     # (id, pool, balance, elapsed, expected new balance or None for "no refill")

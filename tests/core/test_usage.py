@@ -6,7 +6,7 @@ two keys, two notebooks, plus a failed and a pending call) and exact expected nu
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime, timezone
 from typing import Any
 
 import pytest
@@ -21,12 +21,12 @@ from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.core.usage import validate_history_args
 from tests.core.helpers import MakeService, assert_ledger_invariant, catalog, model, pool, who
 
-D0 = datetime(2025, 1, 15, 9, 0, tzinfo=UTC)  # outside "year"
+D0 = datetime(2025, 1, 15, 9, 0, tzinfo=timezone.utc)  # outside "year"
 TODAY = date(2026, 3, 4)  # a Wednesday
 
 
 def at(day: date, hour: int, minute: int = 0) -> datetime:
-    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=UTC)
+    return datetime(day.year, day.month, day.day, hour, minute, tzinfo=timezone.utc)
 
 
 def usage_catalog() -> Catalog:

@@ -10,18 +10,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import openai
 import pytest
+from sqlalchemy import select
 
 from lumen_jupyter.core.money import call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens, count_prompt_tokens, count_text_tokens
 from lumen_jupyter.gateway import demo_backend
 from lumen_jupyter.gateway.demo_backend import DemoBackend, DemoReply
+from lumen_jupyter.gateway.traffic import recent_calls
+from lumen_jupyter.store.schema import requests_log
 
 PRO_IN = coins_to_micro(50)
 PRO_OUT = coins_to_micro(150)
@@ -44,7 +47,7 @@ def pro_cost(tokens_in: int, tokens_out: int) -> int:
 
 
 def recent(moment: Any) -> bool:
-    return moment is not None and abs(datetime.now(UTC) - moment) < timedelta(minutes=1)
+    return moment is not None and abs(datetime.now(timezone.utc) - moment) < timedelta(minutes=1)
 
 
 @pytest.fixture
@@ -241,6 +244,61 @@ async def test_web_chat_source_only_for_kernel_and_session(
     assert web["tokens"] == sum(r.input_tokens + r.output_tokens for r in chat_rows)
     assert profile["tiles"]["coins_used"]["micro"] == books.spent()
     await books.settled()
+
+
+async def test_model_request_counts_survive_a_restart(
+    aclient: Any, make_key: Any, lumen_app: Any
+) -> None:
+    """The per-minute/hour/day counts come back from the request log: a new gateway
+    (what a restarted server builds) counts the calls made before it."""
+    _, key = await make_key()
+    client = aclient(key)
+    for model in ("demo-pro", "demo-pro", "demo-free"):
+        await client.chat.completions.create(
+            model=model, messages=[{"role": "user", "content": "x"}], max_tokens=3
+        )
+    # one call of yesterday-and-a-bit, written straight into the log: too old to count
+    with lumen_app.store.write() as conn:
+        old = conn.execute(select(requests_log).order_by(requests_log.c.id.desc())).first()
+        row = dict(old._mapping)
+        row.pop("id")
+        row["created_at"] = lumen_app.service.clock.now() - timedelta(days=1, minutes=1)
+        conn.execute(requests_log.insert().values(**row))
+
+    before = {m.id: m.model_extra["requests"] for m in (await client.models.list()).data}
+    first = lumen_app.gateway
+    lumen_app.gateway = lumen_app._make_gateway()  # what a restart starts from
+    await first.close()
+    assert lumen_app.gateway.upstreams.traffic["demo-pro"].times  # seeded
+    after = {m.id: m.model_extra["requests"] for m in (await client.models.list()).data}
+    assert after == before
+    assert after["demo-pro"] == {"last_minute": 2, "last_hour": 2, "last_day": 2}
+    assert after["demo-free"] == {"last_minute": 1, "last_hour": 1, "last_day": 1}
+
+
+def test_recent_calls_reads_only_the_last_day(lumen_app: Any) -> None:
+    store = lumen_app.store
+    now = lumen_app.service.clock.now().replace(microsecond=0)
+    account = lumen_app.service.account(lumen_app.identity.username)
+    ages = [timedelta(days=2), timedelta(hours=25), timedelta(hours=23), timedelta(seconds=30)]
+    rows = [
+        {
+            "account_id": account,
+            "created_at": now - age,
+            "model": f"m{index}",
+            "endpoint": "chat",
+            "source": "api",
+            "status": "ok",
+        }
+        for index, age in enumerate(ages)
+    ]
+    with store.write() as conn:
+        # in admission order, as the log is written; more than one batch of them
+        conn.execute(requests_log.insert(), [row for row in rows for _ in range(1500)])
+    calls = recent_calls(store, now)
+    assert {model for model, _ in calls} == {"m2", "m3"}
+    assert len(calls) == 3000
+    assert calls[0] == ("m2", 23 * 3600.0) and calls[-1] == ("m3", 30.0)
 
 
 # -- the model list ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -135,9 +135,9 @@ async def test_key_revoked_by_another_process_is_refused_at_admission(
     elsewhere = Store(lumen_app.store.url)
     try:
         with elsewhere.write() as conn:
-            assert keyring.revoke_key(conn, books.account_id(), key_id, datetime.now(UTC)) == (
-                "revoked"
-            )
+            assert keyring.revoke_key(
+                conn, books.account_id(), key_id, datetime.now(timezone.utc)
+            ) == ("revoked")
     finally:
         elsewhere.dispose()
     balance = books.balance()
@@ -189,6 +189,62 @@ async def test_missing_consent_is_403_naming_the_magic(
     await jp_fetch(
         "lumen", "api", "models", "demo-restricted", "consent", method="POST", body=b"{}"
     )
+    reply = await client.chat.completions.create(
+        model="demo-restricted", messages=MESSAGES, max_tokens=4
+    )
+    assert reply.choices
+    await books.settled()
+
+
+async def test_a_model_needing_consent_is_found_and_says_where_to_consent(
+    aclient: Any, make_key: Any, session_token: str, books: Any, demo: DemoBackend
+) -> None:
+    _, key = await make_key()
+    client = aclient(key)
+    base = str(client.base_url)  # http://127.0.0.1:PORT/<base_url>lumen/v1/
+    root = base.removesuffix("lumen/v1/")
+    consent_url = f"{root}lumen/api/models/demo-restricted/consent"
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+        looked = await http.get(f"{base}models/demo-restricted")
+        blocked = await http.get(f"{base}models/demo-blocked")
+        unknown = await http.get(f"{base}models/nope")
+        listed = (await http.get(f"{base}models")).json()["data"]
+    # found, with its access state and where to consent - not "does not exist"
+    assert looked.status_code == 200, looked.text
+    model = looked.json()
+    assert (model["id"], model["object"], model["access"]) == (
+        "demo-restricted",
+        "model",
+        "needs_ack",
+    )
+    assert model["consent"]["consent_url"] == consent_url
+    assert model["consent"]["profile_url"] == f"{root}lumen/api/profile"
+    assert (blocked.status_code, unknown.status_code) == (404, 404)
+    # the list stays "what you can call now"
+    assert "demo-restricted" not in [m["id"] for m in listed]
+    assert {m["access"] for m in listed} <= {"allowed", "consented"}
+
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        await client.chat.completions.create(model="demo-restricted", messages=MESSAGES)
+    body = caught.value.body
+    assert isinstance(body, dict)
+    assert body["consent_url"] == consent_url
+    assert body["profile_url"] == f"{root}lumen/api/profile"
+    assert (
+        f"POST {consent_url}" in body["message"]
+        and "%lumen consent demo-restricted" in body["message"]
+    )
+    assert demo.state.requests["chat_completions"] == 0
+
+    # the URL works as given, with the Jupyter login
+    async with httpx.AsyncClient(headers={"Authorization": f"token {session_token}"}) as http:
+        accepted = await http.post(consent_url, json={})
+        profile = await http.get(body["profile_url"])
+    assert accepted.status_code == 200, accepted.text
+    assert profile.status_code == 200 and "pool" in profile.json()
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}) as http:
+        after = (await http.get(f"{base}models/demo-restricted")).json()
+    assert after["access"] == "consented" and "consent" not in after
     reply = await client.chat.completions.create(
         model="demo-restricted", messages=MESSAGES, max_tokens=4
     )

@@ -127,7 +127,7 @@ def test_importing_the_package_stays_cheap() -> None:
     code = (
         "import sys, lumen_jupyter, lumen_jupyter.kernel; "
         "heavy = [m for m in ('jupyter_server', 'tornado', 'httpx', 'openai', 'IPython', "
-        "'sqlalchemy', 'aiohttp') if m in sys.modules]; print(heavy)"
+        "'sqlalchemy', 'aiohttp', 'anywidget') if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO

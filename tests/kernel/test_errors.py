@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -82,7 +82,7 @@ def test_no_access_no_pool_blocked_pool() -> None:
 
 
 def test_coins_exhausted_names_the_next_refill() -> None:
-    refill = (datetime.now(UTC) + timedelta(minutes=30)).replace(second=0, microsecond=0)
+    refill = (datetime.now(timezone.utc) + timedelta(minutes=30)).replace(second=0, microsecond=0)
     iso = refill.isoformat().replace("+00:00", "Z")
     body = error(
         "Coin budget exhausted: your balance is 0 coins. The next refill (+1 coins/hour) comes "
@@ -171,3 +171,18 @@ def test_a_non_json_error_page() -> None:
     assert raised.value.one_line() == (
         "The gateway answered HTTP 502 without details. Try again in a minute."
     )
+
+
+def test_coins_exhausted_in_a_pool_that_never_refills() -> None:
+    body = error(
+        "Coin budget exhausted: your balance is 0 coins. This pool does not refill: ask an "
+        "administrator to grant more coins",
+        "coins_exhausted",
+        "insufficient_quota",
+    )
+    line = chat_error(429, body).one_line()
+    assert line == (
+        "Coin budget exhausted: your balance is 0 coins. This pool does not refill: ask an "
+        "administrator for more coins."
+    )
+    assert "refill at" not in line.lower() and "wait" not in line

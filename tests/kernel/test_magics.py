@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.util
+import json
 import os
 import re
 import stat
@@ -279,6 +280,86 @@ def test_chat_streams_interpolates_and_continues(shell: Shell, kernel_env: Jupyt
     assert "demo-free · " in last_text(third) and "0 coins" in last_text(third)
     assert conversation.id != conversation_id and conversation.exchanges == 1
     assert conversation.messages_for("x")[0] == {"role": "system", "content": "Be brief."}
+
+
+def test_chat_with_another_model_starts_a_new_conversation(
+    shell: Shell, kernel_env: JupyterServer
+) -> None:
+    def conversations() -> int:
+        profile = kernel_env.rest("GET", "lumen/api/profile").json()
+        return int(profile["web_chat"]["conversations"])
+
+    before = conversations()
+    conversation = shell.magics.conversation
+    shell.run("%%lumen -m demo-free\nA secret plan.")
+    shell.run("%%lumen -m demo-free\nMore of it.")
+    first_id = conversation.id
+    assert conversation.exchanges == 2
+
+    switched = shell.run("%%lumen -m demo-pro\nSummarize.")
+    footer = last_text(switched).rsplit("[", 1)[1]
+    assert footer.startswith(
+        "new conversation (the last one was with demo-free; --continue keeps it) · demo-pro · "
+    )
+    assert conversation.id != first_id and conversation.model == "demo-pro"
+    # demo-pro got the new prompt only, none of demo-free's cells
+    assert conversation.turns[0] == {"role": "user", "content": "Summarize."}
+    assert conversation.exchanges == 1
+
+    same = shell.run("%%lumen -m demo-pro\nAnd?")
+    assert "new conversation" not in last_text(same)
+    assert conversation.exchanges == 2
+
+    kept_id = conversation.id
+    kept = shell.run("%%lumen -m demo-free --continue\nGo on.")
+    assert "new conversation" not in last_text(kept) and "demo-free · " in last_text(kept)
+    assert conversation.id == kept_id and conversation.exchanges == 3
+    assert conversation.model == "demo-free"
+
+    assert conversations() == before + 2  # as the gateway recorded them
+
+
+def test_usage_by_cell_names_the_cells_of_this_notebook(
+    shell: Shell, kernel_env: JupyterServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = Path(os.environ["JPY_SESSION_NAME"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cells = [
+        {"id": "cell-load", "cell_type": "code", "source": ["\n", "data = load('x.csv')\n"]},
+        {"id": "cell-md", "cell_type": "markdown", "source": "# Results"},
+        {"id": "cell-ask", "cell_type": "code", "source": "%%lumen -m demo-pro\nSummarize"},
+    ]
+    path.write_text(json.dumps({"cells": cells, "nbformat": 4, "nbformat_minor": 5}))
+    for cell in ("cell-load", "cell-ask", "cell-ask", "cell-gone"):
+        monkeypatch.setattr(
+            shell.ip, "parent_header", {"metadata": {"cellId": cell}}, raising=False
+        )
+        assert shell.run("%%lumen -m demo-pro\nHello there").result.error_in_exec is None
+    monkeypatch.setattr(shell.ip, "parent_header", {}, raising=False)
+
+    table = last_text(shell.run("%lumen usage --by cell --period week"))
+    assert "Usage by cell" in table and f"in {path}" in table
+    rows = {line.split("  ")[0].strip(): line for line in table.splitlines()[1:]}
+    assert set(rows) >= {"[1] data = load('x.csv')", "[3] %%lumen -m demo-pro"}
+    assert "cell cell-gon (not in the saved notebook)" in table
+    assert re.search(r"\[3\] %%lumen -m demo-pro\s+2\s", table)
+
+    # the same through the REST API, and its errors
+    response = kernel_env.rest(
+        "GET", "lumen/api/usage", params={"group_by": "cell", "notebook": str(path)}
+    )
+    assert response.status_code == 200
+    assert response.json()["totals"]["cell-ask"]["requests"] == 2
+    missing = kernel_env.rest("GET", "lumen/api/usage", params={"group_by": "cell"})
+    assert missing.status_code == 400 and "needs notebook" in missing.text
+
+    other = last_text(shell.run("%lumen usage --by cell --notebook elsewhere.ipynb"))
+    assert "No usage in this period." in other
+    line = usage_error(shell, "%lumen usage --by model --notebook x.ipynb")
+    assert "--notebook goes with --by cell" in line
+    monkeypatch.delenv("JPY_SESSION_NAME")
+    line = usage_error(shell, "%lumen usage --by cell")
+    assert "this kernel runs no notebook; name one with --notebook" in line
 
 
 def test_default_model_is_configurable(shell: Shell, kernel_env: JupyterServer) -> None:

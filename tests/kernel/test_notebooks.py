@@ -133,7 +133,9 @@ def test_calls_carry_notebook_cell_conversation_and_source(
     )
     assert path in response.json()["series"]
     profile = fresh_server.rest("GET", "lumen/api/profile").json()
-    assert profile["web_chat"]["conversations"] == 2  # --new started the second
+    # --new started the second; -m demo-restricted after demo-free the third
+    assert by_cell["consent-done"]["conversation"] not in (first, new)
+    assert profile["web_chat"]["conversations"] == 3
     assert profile["web_chat"]["requests"] == 4
 
 

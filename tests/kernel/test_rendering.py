@@ -117,6 +117,19 @@ def test_balance_line_states() -> None:
         "model calls wait for the refill."
     )
     assert level == "error"
+    never = {
+        "state": "limited",
+        "balance": {"micro": 0, "text": "0"},
+        "max": {"micro": 20_000_000, "text": "20"},
+        "refresh_per_hour": {"micro": 0, "text": "0"},
+        "exhausted": True,
+        "next_refill_at": None,
+    }
+    assert views.balance_line(never) == (
+        "Coins available: 0 / 20 · exhausted: this pool does not refill, ask an administrator "
+        "for coins.",
+        "error",
+    )
 
 
 def test_chat_reply_is_markdown_with_a_footer() -> None:

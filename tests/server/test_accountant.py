@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 import pytest
 from sqlalchemy import Connection, func, select
@@ -15,7 +15,7 @@ from lumen_jupyter.server.accountant import Accountant
 from lumen_jupyter.store import Store
 from lumen_jupyter.store.schema import accounts
 
-WHEN = datetime(2026, 3, 4, tzinfo=UTC)
+WHEN = datetime(2026, 3, 4, tzinfo=timezone.utc)
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import bindparam, select, update
@@ -11,7 +11,7 @@ from lumen_jupyter.store import Store
 from lumen_jupyter.store.prepared import HotStatement
 from lumen_jupyter.store.schema import accounts, api_keys, requests_log, usage_daily
 
-WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=UTC)
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone.utc)
 
 INSERT_REQUEST = HotStatement(requests_log.insert().returning(requests_log.c.id))
 READ_REQUEST = HotStatement(
@@ -88,7 +88,7 @@ def test_a_select_reads_what_sqlalchemy_wrote(store: Store) -> None:
         row = READ_REQUEST.run(conn, {"p_id": request_id}).first()
         assert READ_REQUEST.run(conn, {"p_id": request_id + 1}).first() is None
     assert row.id == request_id and row[0] == request_id
-    assert row.created_at == WHEN and row.created_at.tzinfo == UTC
+    assert row.created_at == WHEN and row.created_at.tzinfo == timezone.utc
     assert (row.finished_at, row.estimated, row.metered, row.input_tokens) == (
         None,
         True,

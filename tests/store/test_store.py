@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import stat
 import threading
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,7 @@ def test_migrate_twice_is_idempotent_and_keeps_data(empty_store_url: str) -> Non
     db = Store(empty_store_url)
     try:
         db.migrate()
-        now = datetime(2026, 1, 1, tzinfo=UTC)
+        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
         with db.write() as conn:
             conn.execute(accounts.insert().values(username="alice", created_at=now))
         with db.read() as conn:
@@ -93,7 +94,10 @@ def test_servers_migrating_at_once(empty_store_url: str) -> None:
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
-        (datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=UTC), datetime(2026, 5, 6, 7, 8, 9, 123456)),
+        (
+            datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc),
+            datetime(2026, 5, 6, 7, 8, 9, 123456),
+        ),
         (
             datetime(2026, 5, 6, 9, 8, 9, 1, tzinfo=timezone(timedelta(hours=2))),
             datetime(2026, 5, 6, 7, 8, 9, 1),
@@ -107,9 +111,11 @@ def test_times_come_back_aware_utc(store: Store, given: datetime, expected: date
     with store.read() as conn:
         value = conn.execute(select(accounts.c.created_at)).scalar_one()
         later = conn.execute(
-            select(accounts.c.username).where(accounts.c.created_at > expected.replace(tzinfo=UTC))
+            select(accounts.c.username).where(
+                accounts.c.created_at > expected.replace(tzinfo=timezone.utc)
+            )
         ).all()
-    assert value == expected.replace(tzinfo=UTC)
+    assert value == expected.replace(tzinfo=timezone.utc)
     assert value.utcoffset() == timedelta(0)
     assert later == []  # comparisons in SQL agree with Python
 
@@ -120,7 +126,7 @@ def test_times_must_be_datetimes(store: Store) -> None:
 
 
 def test_insert_ignore_tells_whether_it_inserted(store: Store) -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with store.write() as conn:
         assert store.insert_ignore(conn, accounts, {"username": "a", "created_at": now})
         assert not store.insert_ignore(conn, accounts, {"username": "a", "created_at": now})
@@ -133,7 +139,7 @@ def test_insert_ignore_tells_whether_it_inserted(store: Store) -> None:
 
 
 def test_upsert_increments_and_replaces(store: Store) -> None:
-    t1 = datetime(2026, 1, 1, tzinfo=UTC)
+    t1 = datetime(2026, 1, 1, tzinfo=timezone.utc)
     t2 = t1 + timedelta(hours=1)
     with store.write() as conn:
         conn.execute(accounts.insert().values(username="a", created_at=t1))
@@ -173,7 +179,7 @@ def test_upsert_increments_and_replaces(store: Store) -> None:
 
 
 def test_write_rolls_back_on_error(store: Store) -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     with pytest.raises(RuntimeError), store.write() as conn:
         conn.execute(accounts.insert().values(username="ghost", created_at=now))
         raise RuntimeError("boom")
@@ -193,11 +199,38 @@ def test_sqlite_runs_in_wal_with_foreign_keys(tmp_path: Path) -> None:
         db.dispose()
 
 
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_sqlite_file_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dir" / "lumen.db"
+    store = Store(sqlite_url(path))
+    store.migrate()
+    with store.write() as conn:
+        conn.execute(
+            accounts.insert().values(username="ada", created_at=datetime.now(timezone.utc))
+        )
+    assert mode(path) == 0o600
+    assert mode(path.parent) == 0o700
+    # the -wal and -shm files SQLite keeps next to it while it is open
+    assert {p.name: oct(mode(p)) for p in path.parent.iterdir() if mode(p) & 0o077} == {}
+    store.engine.dispose()
+
+
+def test_sqlite_file_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    path = tmp_path / "lumen.db"
+    path.touch()
+    path.chmod(0o644)
+    Store(sqlite_url(path)).migrate()
+    assert mode(path) == 0o600
+
+
 def test_in_memory_sqlite_keeps_its_tables() -> None:
     db = Store("sqlite://")
     try:
         assert db.migrate() == LATEST
-        now = datetime(2026, 1, 1, tzinfo=UTC)
+        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
         with db.write() as conn:
             conn.execute(accounts.insert().values(username="m", created_at=now))
         with db.read() as conn:
@@ -235,8 +268,10 @@ def test_conversations_migration_backfills_finished_chats(empty_store_url: str) 
         with db.write() as conn:
             meta.create(conn, checkfirst=True)
             first[2](conn)
-            conn.execute(meta.insert().values(version=first[0], applied_at=datetime.now(UTC)))
-            now = datetime(2026, 1, 1, tzinfo=UTC)
+            conn.execute(
+                meta.insert().values(version=first[0], applied_at=datetime.now(timezone.utc))
+            )
+            now = datetime(2026, 1, 1, tzinfo=timezone.utc)
             conn.execute(accounts.insert().values(id=1, username="ada", created_at=now))
             base = {"account_id": 1, "created_at": now, "model": "m", "endpoint": "chat"}
             rows = [

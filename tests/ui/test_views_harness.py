@@ -268,3 +268,21 @@ def test_bundle_fetches_nothing_at_run_time() -> None:
     assert "import(" not in text
     assert "https://" not in text
     assert "fetch(" not in text
+
+
+HEADERS_CUT = """() => [...document.querySelectorAll('.lumen-table th')]
+  .filter(th => th.offsetParent !== null && th.scrollWidth > th.clientWidth + 0.5)
+  .map(th => th.closest('table').className.split(' ').pop() + ': ' + th.textContent.trim())"""
+
+
+@pytest.mark.parametrize("width", [1100, 600])
+def test_no_column_header_is_cut_off(page: Page, site: str, width: int) -> None:
+    """Every header of the keys and models tables shows whole ("REQUESTS", not
+    "REQUESTS."), also at the tables' narrowest (a panel narrower than the table)."""
+    mount(page, site + "?state=broken-avatar.json")
+    page.evaluate(f"document.getElementById('host').style.width = '{width}px'")
+    headers = page.locator(".lumen-keys-table th, .lumen-models-table th")
+    expect(headers.first).to_be_visible()
+    assert headers.count() >= 14
+    cut = page.evaluate(HEADERS_CUT)
+    assert cut == [], cut

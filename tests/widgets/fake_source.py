@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import secrets
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 MICRO = 1_000_000
@@ -27,7 +27,9 @@ def coins(micro: int) -> dict[str, Any]:
 
 
 def iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (
+        None if moment is None else moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    )
 
 
 class FakeSource:
@@ -44,7 +46,7 @@ class FakeSource:
     ) -> None:
         self.echo_calls = echo_calls
         self.rng = random.Random(seed)
-        self.now = datetime.now(UTC).replace(microsecond=0)
+        self.now = datetime.now(timezone.utc).replace(microsecond=0)
         self.pool_state = pool
         self.refill_at = self.now + timedelta(seconds=refill_in)
         self.email = email
@@ -138,7 +140,7 @@ class FakeSource:
 
     def profile(self) -> dict[str, Any]:
         self._count("profile")
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = datetime.now(timezone.utc).replace(microsecond=0)
         while self.refill_at <= now:
             self.refill_at += timedelta(hours=1)
         pools: dict[str, dict[str, Any]] = {
@@ -262,7 +264,7 @@ class FakeSource:
             self._keys.remove(row)
             return {"id": id, "result": "discarded"}
         row["status"] = "revoked"
-        row["revoked_at"] = iso(datetime.now(UTC))
+        row["revoked_at"] = iso(datetime.now(timezone.utc))
         return {"id": id, "result": "revoked"}
 
     def models(self) -> list[dict[str, Any]]:

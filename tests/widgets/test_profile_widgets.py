@@ -13,6 +13,7 @@ import ipywidgets
 import nbformat
 import pytest
 
+import lumen_jupyter
 from lumen_jupyter import widgets
 from lumen_jupyter.widgets import hooks
 
@@ -49,6 +50,16 @@ async def test_profile_loads_every_part(source: RestSource, sent: list[Sent]) ->
         "section",
     ):
         assert trait in state
+
+
+async def test_the_widgets_at_the_package_top(source: RestSource) -> None:
+    for name in ("Profile", "BalanceCard", "KeysTable", "ModelTable", "SpendingChart"):
+        assert getattr(lumen_jupyter, name) is getattr(widgets, name)
+        assert name in lumen_jupyter.__all__ and name in dir(lumen_jupyter)
+    profile = await make(lumen_jupyter.Profile, source)
+    assert profile.profile["pool"]["balance"]["text"] == "20"
+    with pytest.raises(AttributeError, match="no attribute 'Profil'"):
+        _ = lumen_jupyter.Profil  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ export class KeysSection {
     const columns: TableColumn<ApiKey>[] = [
       {
         id: 'name',
-        width: '22%',
+        width: '23%',
         label: 'Name',
         kind: 'text',
         value: k => k.name,
@@ -39,7 +39,7 @@ export class KeysSection {
       },
       {
         id: 'hint',
-        width: '13%',
+        width: '12%',
         label: 'Hint',
         kind: 'text',
         value: k => k.hint,
@@ -47,7 +47,7 @@ export class KeysSection {
       },
       {
         id: 'requests',
-        width: '11%',
+        width: '15%',
         label: 'Requests',
         kind: 'number',
         numeric: true,
@@ -56,7 +56,7 @@ export class KeysSection {
       },
       {
         id: 'tokens',
-        width: '12%',
+        width: '11%',
         label: 'Tokens',
         kind: 'number',
         numeric: true,
@@ -65,7 +65,7 @@ export class KeysSection {
       },
       {
         id: 'coins',
-        width: '12%',
+        width: '11%',
         label: 'Coins',
         kind: 'number',
         numeric: true,
@@ -74,7 +74,7 @@ export class KeysSection {
       },
       {
         id: 'last_used',
-        width: '15%',
+        width: '14%',
         label: 'Last Used',
         kind: 'date',
         value: k => k.last_used_at,
@@ -82,7 +82,7 @@ export class KeysSection {
       },
       {
         id: 'actions',
-        width: '15%',
+        width: '14%',
         label: 'Actions',
         kind: 'text',
         sortable: false,

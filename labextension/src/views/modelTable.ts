@@ -39,7 +39,7 @@ export class ModelsSection {
     const columns: TableColumn<ModelInfo>[] = [
       {
         id: 'model',
-        width: '24%',
+        width: '22%',
         label: 'Model',
         kind: 'text',
         value: m => m.name,
@@ -54,7 +54,7 @@ export class ModelsSection {
       },
       {
         id: 'requests',
-        width: '11%',
+        width: '15%',
         label: 'Requests',
         kind: 'number',
         numeric: true,
@@ -63,7 +63,7 @@ export class ModelsSection {
       },
       {
         id: 'tokens',
-        width: '12%',
+        width: '11%',
         label: 'Tokens',
         kind: 'number',
         numeric: true,
@@ -81,7 +81,7 @@ export class ModelsSection {
       },
       {
         id: 'last_used',
-        width: '14%',
+        width: '15%',
         label: 'Last Used',
         kind: 'date',
         value: m => m.usage.last_used_at,
@@ -89,7 +89,7 @@ export class ModelsSection {
       },
       {
         id: 'access',
-        width: '16%',
+        width: '15%',
         label: 'Access',
         kind: 'text',
         value: m => ACCESS_LABEL[m.access] ?? m.access,
@@ -98,7 +98,7 @@ export class ModelsSection {
       },
       {
         id: 'status',
-        width: '12%',
+        width: '11%',
         label: 'Status',
         kind: 'text',
         value: m => `${STATUS_ORDER[m.status] ?? 9}`,

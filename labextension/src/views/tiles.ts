@@ -111,7 +111,7 @@ export function renderCoinsAvailable(pool: PoolInfo): HTMLElement {
         'div',
         { class: 'lumen-tile-note lumen-exhausted-note', attrs: { role: 'status' } },
         badge('Exhausted', 'danger'),
-        ' Requests are blocked until the next refill or an admin grant'
+        ` ${exhaustedNote(pool)}`
       )
     );
   }
@@ -120,6 +120,13 @@ export function renderCoinsAvailable(pool: PoolInfo): HTMLElement {
     el.classList.add('lumen-tile-exhausted');
   }
   return el;
+}
+
+/** What an exhausted pool means for requests: a pool without a refill waits for a grant. */
+export function exhaustedNote(pool: PoolInfo): string {
+  return microOf(pool.refresh_per_hour) > 0
+    ? 'Requests are blocked until the next refill or an admin grant'
+    : 'Requests are blocked until an admin grants more coins (this pool does not refill)';
 }
 
 /** Whether the Refill Rate tile has a rate and a countdown to show. */
