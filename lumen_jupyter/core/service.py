@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
-from . import billing, keyring, recovery
+from . import billing, key_limits, keyring, recovery
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
@@ -230,24 +230,46 @@ class LumenService:
         acct = self.account(who.username)
         with self.store.read() as conn:
             rows = keyring.list_keys(conn, acct, include_revoked)
-        return [_key_json(row) for row in rows]
-
-    def create_key(self, who: Identity, name: str | None) -> dict[str, Any]:
-        """A new key: the only response that ever carries the raw key."""
-        acct = self.account(who.username)
         now = self.clock.now()
+        return [_key_json(row, now) for row in rows]
+
+    def create_key(
+        self,
+        who: Identity,
+        name: str | None,
+        *,
+        budget: Any = None,
+        expires_at: Any = None,
+        expires_in: Any = None,
+    ) -> dict[str, Any]:
+        """A new key: the only response that ever carries the raw key.
+
+        ``budget`` (coins), ``expires_at`` (ISO 8601) or ``expires_in`` (``"7d"``) as
+        people write them (see :mod:`key_limits`); none of them: limited by the pool only."""
+        now = self.clock.now()
+        budget_micro = key_limits.parse_budget(budget)
+        expiry = key_limits.parse_expiry(expires_at, expires_in, now)
+        acct = self.account(who.username)
         with self.store.write() as conn:
             keyring.purge_stale_drafts(conn, now)
-            key_id, raw = keyring.create_key(conn, acct, self.secret, now, name)
+            key_id, raw = keyring.create_key(
+                conn,
+                acct,
+                self.secret,
+                now,
+                name,
+                budget_micro=budget_micro,
+                expires_at=expiry,
+            )
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
-        return {**_key_json(row), "key": raw}
+        return {**_key_json(row, now), "key": raw}
 
     def save_key(self, who: Identity, key_id: int, name: Any) -> dict[str, Any]:
         acct = self.account(who.username)
         with self.store.write() as conn:
             keyring.save_key(conn, acct, key_id, name, self.clock.now())
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
-        return _key_json(row)
+        return _key_json(row, self.clock.now())
 
     def revoke_key(self, who: Identity, key_id: int) -> str:
         acct = self.account(who.username)
@@ -543,12 +565,15 @@ class LumenService:
         return self.admission_or_raise(outcome)
 
     def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
-        """A call made with a personal key is admitted only while the key is active."""
-        if ctx.key_id is not None and not keyring.is_active(conn, ctx.key_id):
+        """A call made with a personal key is admitted only while the key is active and
+        unexpired (its budget is checked by the reservation, :func:`billing.admit`)."""
+        if ctx.key_id is None:
+            return
+        try:
+            keyring.check_usable(conn, ctx.key_id, self.clock.now())
+        except AuthenticationFailed:
             self._forget_key(ctx.key_id)
-            raise AuthenticationFailed(
-                "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
-            )
+            raise
 
     def _admit(
         self,
@@ -597,6 +622,8 @@ class LumenService:
         raise self._refusal_error(*outcome)
 
     def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
+        if refusal.error is not None:
+            return refusal.error
         if refusal.reason == "no_pool":
             return PermissionDenied(
                 "No coin budget has been set up for your account; ask an administrator for one",
@@ -810,7 +837,8 @@ class LumenService:
             return account_id(conn, username)
 
 
-def _key_json(row: Any) -> dict[str, Any]:
+def _key_json(row: Any, now: datetime) -> dict[str, Any]:
+    expires_at = row.expires_at
     return {
         "id": int(row.id),
         "name": row.name,
@@ -825,6 +853,11 @@ def _key_json(row: Any) -> dict[str, Any]:
         "tokens": int(row.input_tokens) + int(row.output_tokens),
         "coins_micro": int(row.coins_micro),
         "coins": format_coins(int(row.coins_micro)),
+        "budget_micro": None if row.budget_micro is None else int(row.budget_micro),
+        "budget": None if row.budget_micro is None else format_coins(int(row.budget_micro)),
+        "reserved_micro": int(row.reserved_micro or 0),
+        "expires_at": isoformat_z(expires_at),
+        "expired": expires_at is not None and expires_at <= now,
     }
 
 

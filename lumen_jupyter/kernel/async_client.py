@@ -81,8 +81,17 @@ class AsyncLumenClient(ClientBase):
         data = await self._send("GET", self._api("keys"), params=params)
         return data["keys"]  # type: ignore[no-any-return]
 
-    async def create_key(self, name: str | None = None) -> dict[str, Any]:
-        body = {} if name is None else {"name": name}
+    async def create_key(
+        self,
+        name: str | None = None,
+        *,
+        budget: float | str | None = None,
+        expires_in: str | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        limits = {"budget": budget, "expires_in": expires_in, "expires_at": expires_at}
+        body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(await self._send("POST", self._api("keys"), json=body))
 
     async def save_key(self, id: int, name: str) -> dict[str, Any]:

@@ -99,12 +99,23 @@ class LumenClient(ClientBase):
         params = self._keys_params(include_revoked)
         return self._send("GET", self._api("keys"), params=params)["keys"]  # type: ignore[no-any-return]
 
-    def create_key(self, name: str | None = None) -> dict[str, Any]:
+    def create_key(
+        self,
+        name: str | None = None,
+        *,
+        budget: float | str | None = None,
+        expires_in: str | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
         """A new key; the raw key is in ``"key"`` of this answer only. Unnamed: a draft.
 
-        ``"key"`` is a :class:`RawKey`: a ``str`` whose ``repr`` is only the hint.
+        ``budget`` (coins) and ``expires_in`` (``"7d"``) or ``expires_at`` (ISO 8601)
+        are the key's own limits.  ``"key"`` is a :class:`RawKey`: a ``str`` whose
+        ``repr`` is only the hint.
         """
-        body = {} if name is None else {"name": name}
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        limits = {"budget": budget, "expires_in": expires_in, "expires_at": expires_at}
+        body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(self._send("POST", self._api("keys"), json=body))
 
     def save_key(self, id: int, name: str) -> dict[str, Any]:

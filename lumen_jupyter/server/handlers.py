@@ -14,6 +14,7 @@ from .auth import LumenHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
 
+_NEW_KEY_FIELDS = {"name", "budget", "expires_at", "expires_in"}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -49,10 +50,20 @@ class KeysHandler(LumenHandler):
     @lumen_endpoint("write")
     async def post(self) -> None:
         body = self.json_body()
-        unknown = set(body) - {"name"}
+        unknown = set(body) - _NEW_KEY_FIELDS
         if unknown:
-            raise BadRequest(f"unknown field {sorted(unknown)[0]!r}; only 'name' is accepted")
-        created = await self.run(self.service.create_key, self.identity, body.get("name"))
+            raise BadRequest(
+                f"unknown field {sorted(unknown)[0]!r}; "
+                f"accepted: {', '.join(sorted(_NEW_KEY_FIELDS))}"
+            )
+        created = await self.run(
+            self.service.create_key,
+            self.identity,
+            body.get("name"),
+            budget=body.get("budget"),
+            expires_at=body.get("expires_at"),
+            expires_in=body.get("expires_in"),
+        )
         self.send_json(created, status=201)
 
 
