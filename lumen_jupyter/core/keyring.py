@@ -24,7 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys
-from .errors import AuthenticationFailed, BadRequest, BudgetExhausted, NotFound
+from .errors import AuthenticationFailed, BadRequest, BudgetExhausted, Conflict, NotFound
 from .keys import generate_key, hash_key, key_hint, looks_like_key
 from .money import format_coins
 
@@ -155,15 +155,33 @@ def _key_row(conn: Connection, account_id: int, key_id: int) -> Any:
     return row
 
 
-def save_key(conn: Connection, account_id: int, key_id: int, name: Any, now: datetime) -> None:
-    """Name a key; a draft becomes active (the dialog's Save Key)."""
+def save_key(
+    conn: Connection,
+    account_id: int,
+    key_id: int,
+    name: Any,
+    now: datetime,
+    limits: dict[str, Any] | None = None,
+) -> None:
+    """Name a key; a draft becomes active (the dialog's Save Key).
+
+    ``limits`` (``budget_micro``, ``expires_at``) may be given while the key is a
+    draft, i.e. as it is made; a key in use keeps the limits it was made with."""
     text = clean_name(name)
     row = _key_row(conn, account_id, key_id)
     if row.status == "draft" and row.created_at < now - DRAFT_LIFETIME:
         conn.execute(delete(api_keys).where(api_keys.c.id == key_id))
         raise NotFound("this new key was never saved and has expired; create another one")
-    status = "active" if row.status == "draft" else row.status
-    conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(name=text, status=status))
+    values: dict[str, Any] = {"name": text}
+    if limits:
+        if row.status != "draft":
+            raise Conflict(
+                "a key's budget and expiry are set when it is made; "
+                "revoke this key and create another one"
+            )
+        values.update(limits)
+    values["status"] = "active" if row.status == "draft" else row.status
+    conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(**values))
 
 
 def revoke_key(conn: Connection, account_id: int, key_id: int, now: datetime) -> str:

@@ -264,10 +264,28 @@ class LumenService:
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return {**_key_json(row, now), "key": raw}
 
-    def save_key(self, who: Identity, key_id: int, name: Any) -> dict[str, Any]:
+    def save_key(
+        self,
+        who: Identity,
+        key_id: int,
+        name: Any,
+        *,
+        budget: Any = None,
+        expires_at: Any = None,
+        expires_in: Any = None,
+    ) -> dict[str, Any]:
+        """Name a key; a draft may be given its limits as it is saved (see :meth:`create_key`)."""
+        now = self.clock.now()
+        limits: dict[str, Any] = {}
+        budget_micro = key_limits.parse_budget(budget)
+        if budget_micro is not None:
+            limits["budget_micro"] = budget_micro
+        expiry = key_limits.parse_expiry(expires_at, expires_in, now)
+        if expiry is not None:
+            limits["expires_at"] = expiry
         acct = self.account(who.username)
         with self.store.write() as conn:
-            keyring.save_key(conn, acct, key_id, name, self.clock.now())
+            keyring.save_key(conn, acct, key_id, name, now, limits)
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
         return _key_json(row, self.clock.now())
 

@@ -94,9 +94,10 @@ class AsyncLumenClient(ClientBase):
         body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(await self._send("POST", self._api("keys"), json=body))
 
-    async def save_key(self, id: int, name: str) -> dict[str, Any]:
+    async def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
         url = self._api(f"keys/{int(id)}")
-        return await self._send("PATCH", url, json={"name": name})  # type: ignore[no-any-return]
+        body = {"name": name, **{f: v for f, v in limits.items() if v is not None}}
+        return await self._send("PATCH", url, json=body)  # type: ignore[no-any-return]
 
     async def revoke_key(self, id: int) -> dict[str, Any]:
         return await self._send("DELETE", self._api(f"keys/{int(id)}"))  # type: ignore[no-any-return]

@@ -118,10 +118,12 @@ class LumenClient(ClientBase):
         body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(self._send("POST", self._api("keys"), json=body))
 
-    def save_key(self, id: int, name: str) -> dict[str, Any]:
-        """Name or rename a key (a draft becomes active)."""
+    def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
+        """Name or rename a key (a draft becomes active); a draft may be given its
+        ``budget``, ``expires_in`` or ``expires_at`` as it is saved."""
         url = self._api(f"keys/{int(id)}")
-        return self._send("PATCH", url, json={"name": name})  # type: ignore[no-any-return]
+        body = {"name": name, **{f: v for f, v in limits.items() if v is not None}}
+        return self._send("PATCH", url, json=body)  # type: ignore[no-any-return]
 
     def revoke_key(self, id: int) -> dict[str, Any]:
         """Revoke an active key (history kept) or discard a draft: ``{"id", "result"}``."""

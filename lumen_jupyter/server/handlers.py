@@ -71,9 +71,20 @@ class KeyHandler(LumenHandler):
     @lumen_endpoint("write")
     async def patch(self, key_id: str) -> None:
         body = self.json_body()
-        if "name" not in body or set(body) - {"name"}:
-            raise BadRequest('send {"name": "..."} to name or rename a key')
-        saved = await self.run(self.service.save_key, self.identity, _key_id(key_id), body["name"])
+        if "name" not in body or set(body) - _NEW_KEY_FIELDS:
+            raise BadRequest(
+                'send {"name": "..."} to name or rename a key (and, while it is new, '
+                "budget, expires_at or expires_in)"
+            )
+        saved = await self.run(
+            self.service.save_key,
+            self.identity,
+            _key_id(key_id),
+            body["name"],
+            budget=body.get("budget"),
+            expires_at=body.get("expires_at"),
+            expires_in=body.get("expires_in"),
+        )
         self.send_json(saved)
 
     @lumen_endpoint("write")
