@@ -79,6 +79,20 @@ export interface ApiKey {
   tokens: number;
   coins_micro: number;
   coins?: string;
+  /** The key's own coin budget (micro-coins), or null: limited by the pool only. */
+  budget_micro: number | null;
+  budget?: string | null;
+  /** The worst case of the key's calls in flight, held on its budget. */
+  reserved_micro?: number;
+  /** When the key stops working, or null: never. */
+  expires_at: string | null;
+  expired: boolean;
+}
+
+/** The limits a new key may be saved with (coins; a lifetime such as "7d"). */
+export interface KeyLimits {
+  budget?: string;
+  expires_in?: string;
 }
 
 /** What creating a key returns: the key's row and, once, the raw key. */
@@ -177,8 +191,8 @@ export interface ProfileActions {
   refresh(): Promise<void>;
   /** Create a draft key; the result holds the raw key, shown once. */
   createKey(): Promise<CreatedKey>;
-  /** Name a key (a draft becomes active). */
-  saveKey(id: number, name: string): Promise<void>;
+  /** Name a key (a draft becomes active, with its limits if given). */
+  saveKey(id: number, name: string, limits?: KeyLimits): Promise<void>;
   /** Throw a draft away: nothing is stored. */
   discardKey(id: number): Promise<void>;
   revokeKey(id: number): Promise<void>;
