@@ -12,14 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, delete, select
 
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
-from . import billing, key_limits, keyring, recovery
+from . import billing, key_limits, keyring, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
@@ -64,11 +64,11 @@ def static_status(model: ModelSpec) -> tuple[str, int, int]:
     return ("ok" if configured else "down"), configured, configured
 
 
-def coins_json(micro: int) -> dict[str, Any]:
+def coins_json(micro: int) -> wire.Coins:
     return {"micro": micro, "text": format_coins(micro)}
 
 
-def counters_json(c: Counters) -> dict[str, Any]:
+def counters_json(c: Counters) -> wire.Counters:
     return {
         "requests": c.requests,
         "input_tokens": c.input_tokens,
@@ -168,7 +168,7 @@ class LumenService:
         names = {g.name for g in self.catalog.groups_of(who.username, who.groups)}
         return sorted(n for n in names if n != "default")
 
-    def pool_state(self, who: Identity) -> dict[str, Any]:
+    def pool_state(self, who: Identity) -> wire.Pool:
         """The Coins Available and Refill Rate tiles; applies a due refill first."""
         acct = self.account(who.username)
         now = self.clock.now()
@@ -197,7 +197,7 @@ class LumenService:
 
     # -- profile --------------------------------------------------------------------------
 
-    def profile(self, who: Identity) -> dict[str, Any]:
+    def profile(self, who: Identity) -> wire.Profile:
         acct = self.account(who.username)
         pool = self.pool_state(who)
         with self.store.read() as conn:
@@ -226,7 +226,7 @@ class LumenService:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def list_keys(self, who: Identity, include_revoked: bool = False) -> list[dict[str, Any]]:
+    def list_keys(self, who: Identity, include_revoked: bool = False) -> list[wire.Key]:
         acct = self.account(who.username)
         with self.store.read() as conn:
             rows = keyring.list_keys(conn, acct, include_revoked)
@@ -241,7 +241,7 @@ class LumenService:
         budget: Any = None,
         expires_at: Any = None,
         expires_in: Any = None,
-    ) -> dict[str, Any]:
+    ) -> wire.CreatedKey:
         """A new key: the only response that ever carries the raw key.
 
         ``budget`` (coins), ``expires_at`` (ISO 8601) or ``expires_in`` (``"7d"``) as
@@ -273,7 +273,7 @@ class LumenService:
         budget: Any = None,
         expires_at: Any = None,
         expires_in: Any = None,
-    ) -> dict[str, Any]:
+    ) -> wire.Key:
         """Name a key; a draft may be given its limits as it is saved (see :meth:`create_key`)."""
         now = self.clock.now()
         limits: dict[str, Any] = {}
@@ -346,14 +346,16 @@ class LumenService:
             for name, model in self.catalog.models.items()
         }
 
-    def model_json(self, model: ModelSpec, access: Access, usage: Counters) -> dict[str, Any]:
+    def model_json(self, model: ModelSpec, access: Access, usage: Counters) -> wire.Model:
         status, configured, healthy = self.status_provider(model)
-        data: dict[str, Any] = {
+        if status not in ("ok", "degraded", "down", "disabled"):
+            raise ValueError(f"unknown model status {status!r}")
+        data: wire.Model = {
             "name": model.name,
             "description": model.description,
             "active": model.active,
             "access": access.value,
-            "status": status,
+            "status": cast(wire.ModelStatus, status),
             "instances": {"configured": configured, "healthy": healthy},
             "needs_consent": model.needs_consent,
             "notice": model.notice if model.needs_consent else None,
@@ -371,7 +373,7 @@ class LumenService:
         }
         return data
 
-    def list_models(self, who: Identity) -> list[dict[str, Any]]:
+    def list_models(self, who: Identity) -> list[wire.Model]:
         acct = self.account(who.username)
         access = self.access_map(who)
         with self.store.read() as conn:
@@ -398,7 +400,7 @@ class LumenService:
             if may_call(access[name], self.catalog.require_consent)
         ]
 
-    def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
+    def model_detail(self, who: Identity, name: str) -> wire.Model:
         model = self.catalog.models.get(name)
         if model is None:
             raise NotFound(f"no model named {name!r}", code="model_not_found")
@@ -408,7 +410,7 @@ class LumenService:
         access = self.access_map(who)[name]
         return self.model_json(model, access, summary.by_model.get(name, Counters()))
 
-    def consent(self, who: Identity, name: str, notice_digest: str | None = None) -> dict[str, Any]:
+    def consent(self, who: Identity, name: str, notice_digest: str | None = None) -> wire.Model:
         """Acknowledge a model's current notice.  Blocked or consent-free models are a 400.
 
         When ``notice_digest`` is given it must match the current notice, so a
@@ -448,7 +450,7 @@ class LumenService:
 
     def usage_history(
         self, who: Identity, period: str, bucket: str | None, group_by: str
-    ) -> dict[str, Any]:
+    ) -> wire.UsageHistory:
         acct = self.account(who.username)
         with self.store.read() as conn:
             names: dict[int, str] = {}
@@ -802,7 +804,7 @@ class LumenService:
 
     # -- administration ---------------------------------------------------------------------
 
-    def grant(self, who: Identity, amount_micro: int, note: str | None = None) -> dict[str, Any]:
+    def grant(self, who: Identity, amount_micro: int, note: str | None = None) -> wire.Pool:
         """Add (or, negative, take) coins by hand: an ``adjust`` ledger row."""
         acct = self.account(who.username)
         now = self.clock.now()
@@ -855,7 +857,7 @@ class LumenService:
             return account_id(conn, username)
 
 
-def _key_json(row: Any, now: datetime) -> dict[str, Any]:
+def _key_json(row: Any, now: datetime) -> wire.Key:
     expires_at = row.expires_at
     return {
         "id": int(row.id),

@@ -29,6 +29,7 @@ from ..core.config import load_config_file
 from ..core.defaults import embedded_default
 from ..core.keys import load_or_create_secret
 from ..core.service import LumenService
+from ..core.wire import Pool
 from ..store import Store, sqlite_url
 from .accountant import Accountant
 from .auth import KERNEL_TOKEN_PREFIX
@@ -209,7 +210,7 @@ class LumenJupyter(ExtensionApp):
             " (demo backend on loopback)" if self.demo else "",
         )
 
-    async def _read_pool(self, identity: Identity) -> dict[str, Any]:
+    async def _read_pool(self, identity: Identity) -> Pool:
         """The pool tiles of ``identity``, read off the event loop (for the event stream)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.service.pool_state, identity)

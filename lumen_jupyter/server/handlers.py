@@ -7,14 +7,15 @@ serializes.  Unknown or malformed input is a 400 with a clear message.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from ..core import wire
 from ..core.errors import BadRequest
 from .auth import LumenHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
 
-_NEW_KEY_FIELDS = {"name", "budget", "expires_at", "expires_in"}
+_NEW_KEY_FIELDS = frozenset(wire.NewKey.__annotations__) | frozenset(wire.KeyLimits.__annotations__)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -45,7 +46,8 @@ class KeysHandler(LumenHandler):
     async def get(self) -> None:
         include = _flag(self, "include_revoked")
         keys = await self.run(self.service.list_keys, self.identity, include)
-        self.send_json({"keys": keys})
+        listed: wire.KeyList = {"keys": keys}
+        self.send_json(listed)
 
     @lumen_endpoint("write")
     async def post(self) -> None:
@@ -90,13 +92,15 @@ class KeyHandler(LumenHandler):
     @lumen_endpoint("write")
     async def delete(self, key_id: str) -> None:
         outcome = await self.run(self.service.revoke_key, self.identity, _key_id(key_id))
-        self.send_json({"id": int(key_id), "result": outcome})
+        revoked: wire.KeyRevoked = {"id": int(key_id), "result": cast(Any, outcome)}
+        self.send_json(revoked)
 
 
 class ModelsHandler(LumenHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
-        self.send_json({"models": await self.run(self.service.list_models, self.identity)})
+        models: wire.ModelList = {"models": await self.run(self.service.list_models, self.identity)}
+        self.send_json(models)
 
 
 class ModelHandler(LumenHandler):
