@@ -1,8 +1,10 @@
 /**
  * The data the profile views render and the intents they emit.
  *
- * The shapes mirror the profile REST API (`<base_url>lumen/api/`, see
- * lumen_jupyter/server/openapi.py). Both hosts fill a `ProfileState` from it: the
+ * The shapes mirror the profile REST API (`<base_url>lumen/api/`, typed in
+ * lumen_jupyter/core/wire.py, described by lumen_jupyter/server/openapi.py); the
+ * tests compare these interfaces with that document field by field
+ * (tests/server/test_wire_types.py), so a change on either side fails CI. Both hosts fill a `ProfileState` from it: the
  * anywidget entry from the widget model's traits, the Lab panel from REST.
  */
 
@@ -138,6 +140,7 @@ export interface UsageValues {
   output_tokens?: number;
   tokens: number;
   coins_micro: number;
+  coins?: string;
 }
 
 export interface UsageBucket {
