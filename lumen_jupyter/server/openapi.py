@@ -47,13 +47,15 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     """The error answers of an operation: ``codes`` plus the ones every route may give."""
-    codes = tuple(sorted({*codes, 401, 403}))
+    codes = tuple(sorted({*codes, 401, 403, 503}))
     text = {
         400: "Malformed input",
         401: "A credential was sent but is unknown, revoked or expired",
         403: "Not authenticated or not allowed",
         404: "Not found",
         409: "Conflicts with the current state",
+        413: "The request body is too large",
+        503: "The configuration could not be loaded (the message says why)",
     }
     return {str(c): _json(_ERROR, text.get(c, "Error")) for c in codes}
 
@@ -105,7 +107,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                     "requestBody": {"content": {"application/json": {"schema": _REF["NewKey"]}}},
                     "responses": {
                         "201": _json(_REF["CreatedKey"], "Created"),
-                        **_errors(400, 403),
+                        **_errors(400, 403, 413),
                     },
                 },
             },
@@ -118,7 +120,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                         "required": True,
                         "content": {"application/json": {"schema": _REF["SaveKey"]}},
                     },
-                    "responses": {"200": _json(key_ref), **_errors(400, 403, 404, 409)},
+                    "responses": {"200": _json(key_ref), **_errors(400, 403, 404, 409, 413)},
                 },
                 "delete": {
                     "summary": "Revoke an active key (history kept) or discard a draft",
@@ -149,7 +151,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                     "requestBody": {
                         "content": {"application/json": {"schema": _REF["ConsentBody"]}}
                     },
-                    "responses": {"200": _json(model_ref), **_errors(400, 403, 404)},
+                    "responses": {"200": _json(model_ref), **_errors(400, 403, 404, 413)},
                 }
             },
             "/usage": {
