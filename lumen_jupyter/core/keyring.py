@@ -33,9 +33,13 @@ MAX_NAME_LENGTH = 100
 
 # Statements of every keyed call, built once (SQLAlchemy caches their compiled form).
 _FIND_BY_HASH = HotStatement(
-    select(api_keys.c.id, api_keys.c.account_id, api_keys.c.name, api_keys.c.status).where(
-        api_keys.c.key_hash == bindparam("p_hash")
-    )
+    select(
+        api_keys.c.id,
+        api_keys.c.account_id,
+        api_keys.c.name,
+        api_keys.c.status,
+        api_keys.c.expires_at,
+    ).where(api_keys.c.key_hash == bindparam("p_hash"))
 )
 _KEY_STATUS = HotStatement(select(api_keys.c.status).where(api_keys.c.id == bindparam("p_id")))
 _EXPIRY_OK = or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > bindparam("p_now"))
@@ -91,6 +95,7 @@ class KeyOwner:
     key_id: int
     account_id: int
     name: str
+    expires_at: datetime | None = None
 
 
 def clean_name(name: Any) -> str:
@@ -227,7 +232,12 @@ def find_active_digest(conn: Connection, digest: str) -> KeyOwner | None:
     row = _FIND_BY_HASH.run(conn, {"p_hash": digest}).first()
     if row is None or row.status != "active":
         return None
-    return KeyOwner(key_id=int(row.id), account_id=int(row.account_id), name=str(row.name))
+    return KeyOwner(
+        key_id=int(row.id),
+        account_id=int(row.account_id),
+        name=str(row.name),
+        expires_at=row.expires_at,
+    )
 
 
 def is_active(conn: Connection, key_id: int) -> bool:

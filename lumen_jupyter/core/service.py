@@ -299,12 +299,16 @@ class LumenService:
         return outcome
 
     def key_owner(self, raw: str) -> keyring.KeyOwner | None:
-        """The owner of an active key, from the database."""
+        """The owner of an active key, from the database; an expired key is a 401
+        ``key_expired`` (an unknown or revoked one: ``None``)."""
         if not looks_like_key(raw):
             return None
         digest = hash_key(raw, self.secret)
         with self.store.read() as conn:
             owner = keyring.find_active_digest(conn, digest)
+        expires_at = owner.expires_at if owner is not None else None
+        if expires_at is not None and expires_at <= self.clock.now():
+            raise keyring.key_expired(expires_at)
         if owner is not None:
             if len(self._known_keys) >= _KNOWN_KEYS_LIMIT:
                 self._known_keys.clear()

@@ -144,6 +144,10 @@ async def test_an_expired_key_is_refused_with_401(
     assert caught.value.body["code"] == "key_expired"
     assert "expired at" in caught.value.body["message"]
     assert demo.state.requests["chat_completions"] == 1
+    with pytest.raises(openai.AuthenticationError) as listing:
+        await client.models.list()
+    assert isinstance(listing.value.body, dict)
+    assert listing.value.body["code"] == "key_expired"
     listed = json.loads((await jp_fetch("lumen", "api", "keys")).body)["keys"]
     assert listed[0]["expired"] is True
     await books.settled()
