@@ -14,6 +14,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from .core.money import format_coins
+from .core.wire import Key
 
 
 def clean(value: Any) -> str:
@@ -98,24 +99,37 @@ def own_pool_text(own: Mapping[str, Any]) -> str:
     )
 
 
-def keys_text(username: str, keys: Sequence[Mapping[str, Any]]) -> str:
+def keys_text(username: str, keys: Sequence[Key]) -> str:
     if not keys:
         return f"{clean(username)} has no keys"
-    headers = ["ID", "NAME", "HINT", "STATUS", "REQUESTS", "TOKENS", "COINS", "LAST USED (UTC)"]
+    headers = [
+        "ID",
+        "NAME",
+        "HINT",
+        "STATUS",
+        "REQUESTS",
+        "TOKENS",
+        "COINS",
+        "BUDGET",
+        "EXPIRES (UTC)",
+        "LAST USED (UTC)",
+    ]
     rows = [
         [
             str(k["id"]),
             k["name"],
             k["hint"],
-            k["status"],
+            "expired" if k["expired"] and k["status"] == "active" else k["status"],
             count(k["requests"]),
             count(k["tokens"]),
             k["coins"],
+            k["budget"] or "-",
+            when(k["expires_at"]) if k["expires_at"] else "never",
             when(k["last_used_at"]),
         ]
         for k in keys
     ]
-    return table(headers, rows, numeric={0, 4, 5, 6})
+    return table(headers, rows, numeric={0, 4, 5, 6, 7})
 
 
 def usage_text(username: str, history: Mapping[str, Any]) -> str:

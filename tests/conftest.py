@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,28 @@ def store(store_url: str) -> Iterator[Store]:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture
+def jp_fetch(jp_fetch: Any) -> Any:
+    """pytest-jupyter's ``jp_fetch``, with every ``lumen/api`` answer (errors too) checked
+    against the served OpenAPI document (``tests/contract.py``)."""
+    from urllib.parse import unquote
+
+    import tornado.httpclient
+
+    from tests.contract import check_response
+
+    async def fetch(*parts: Any, **kwargs: Any) -> Any:
+        method = str(kwargs.get("method", "GET")).upper()
+        try:
+            response = await jp_fetch(*parts, **kwargs)
+        except tornado.httpclient.HTTPClientError as error:
+            if error.response is not None:
+                path = unquote(error.response.request.url.split("://", 1)[-1])
+                check_response(method, path, error.code, error.response.body)
+            raise
+        check_response(method, unquote(response.request.url), response.code, response.body)
+        return response
+
+    return fetch

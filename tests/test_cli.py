@@ -255,19 +255,31 @@ def test_keys_show_hints_never_keys(scene: Scene) -> None:
         "REQUESTS",
         "TOKENS",
         "COINS",
+        "BUDGET",
+        "EXPIRES",
+        "(UTC)",
         "LAST",
         "USED",
         "(UTC)",
     ]
     assert len(lines) == 2
-    row = [str(laptop["id"]), "laptop", laptop["hint"], "active", "1", "1,100", "0.065"]
-    assert lines[1].split()[:7] == row
+    row = [str(laptop["id"]), "laptop", laptop["hint"], "active", "1", "1,100", "0.065", "-"]
+    assert lines[1].split()[:9] == [*row, "never"]
     assert laptop["key"] not in out and laptop["key"][4:-4] not in out
     data = scene.json("keys", "alice")
     assert laptop["key"] not in json.dumps(data)
     assert [(k["name"], k["hint"], "key" in k) for k in data["keys"]] == [
         ("laptop", laptop["hint"], False)
     ]
+
+
+def test_keys_show_budget_and_expiry(scene: Scene) -> None:
+    made = scene.server.create_key(who("alice"), "workshop", budget="2.5", expires_in="7d")
+    out = scene.ok("keys", "alice")
+    row = out.splitlines()[1].split()
+    assert row[:8] == [str(made["id"]), "workshop", made["hint"], "active", "0", "0", "0", "2.5"]
+    assert row[8].startswith(str(made["expires_at"])[:10])
+    assert scene.json("keys", "alice")["keys"][0]["budget_micro"] == 2_500_000
 
 
 def test_names_cannot_drive_the_terminal(scene: Scene) -> None:

@@ -12,6 +12,7 @@ import { ProfileView } from './views/profileView';
 import {
   PERIODS,
   type CreatedKey,
+  type KeyLimits,
   type Period,
   type ProfileActions,
   type ProfileState,
@@ -132,8 +133,8 @@ export class KernelActions implements ProfileActions {
     return { id: data.id, hint: data.hint, name: data.name ?? '', status: data.status, key };
   }
 
-  async saveKey(id: number, name: string): Promise<void> {
-    await this.request('save_key', { id, name });
+  async saveKey(id: number, name: string, limits: KeyLimits = {}): Promise<void> {
+    await this.request('save_key', { id, name, ...limits });
   }
 
   async discardKey(id: number): Promise<void> {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { compactCoins, formatCoins, formatCountdown, relativeTime } from '../src/views/format';
+import { readLimits } from '../src/views/keyLimits';
 import { nextSort, sortRows, type SortColumn } from '../src/views/sort';
 import { chartData, niceTicks } from '../src/views/spendingChart';
 import { exhaustedNote, fillPermille } from '../src/views/tiles';
@@ -113,4 +114,13 @@ test('an exhausted pool promises a refill only when it has one', () => {
   const never = exhaustedNote(pool(0));
   assert.doesNotMatch(never, /refill or/);
   assert.match(never, /until an admin grants more coins \(this pool does not refill\)/);
+});
+
+test('a new key\'s limits are read from the dialog, or refused with a message', () => {
+  assert.deepEqual(readLimits('', ''), {});
+  assert.deepEqual(readLimits(' 5 ', '7d'), { budget: '5', expires_in: '7d' });
+  assert.deepEqual(readLimits('0.25', ''), { budget: '0.25' });
+  for (const bad of ['0', '-1', 'five', '1e3', '0.0000001', '1,5']) {
+    assert.equal(typeof readLimits(bad, ''), 'string', bad);
+  }
 });

@@ -7,7 +7,9 @@ reports, a call is charged at most its cap, and anything above it is recorded as
 an overrun for the admin instead of being billed to the user.  Every path ends in
 :func:`settle` or :func:`release`; a stream records what it has delivered as it
 goes (:func:`record_progress`), so the calls of a server that died are settled
-for what they delivered by :mod:`lumen_jupyter.core.recovery`.  The request row,
+for what they delivered by :mod:`lumen_jupyter.core.recovery`.  A call made with a
+personal key reserves the same worst case on the key's own budget (see
+:mod:`lumen_jupyter.core.keyring`), given back when the call ends.  The request row,
 the ledger rows, the usage counters and the key counters of one call commit
 together.
 """
@@ -22,6 +24,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import requests_log
+from . import keyring
 from .catalog import ModelSpec, PoolSpec
 from .ledger import (
     add_to_balance,
@@ -55,6 +58,7 @@ _READ_FACTS = HotStatement(
         requests_log.c.conversation,
         requests_log.c.created_at,
         requests_log.c.cap_micro,
+        requests_log.c.key_reserved_micro,
     ).where(requests_log.c.id == bindparam("p_id"))
 )
 _PENDING = (requests_log.c.id == bindparam("p_id"), requests_log.c.status == "pending")
@@ -108,6 +112,8 @@ class RequestFacts:
     created_at: datetime
     cap_micro: int = 0
     """The most the call may be charged: its worst-case cost."""
+    key_reserved_micro: int = 0
+    """What the call reserved on its personal key's budget."""
 
 
 def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
@@ -126,6 +132,7 @@ def _read_pending(conn: Connection, request_id: int) -> RequestFacts | None:
         conversation=row.conversation,
         created_at=row.created_at,
         cap_micro=int(row.cap_micro or 0),
+        key_reserved_micro=int(row.key_reserved_micro or 0),
     )
 
 
@@ -143,12 +150,14 @@ class CallContext:
 
 @dataclass(frozen=True)
 class Refusal:
-    """Why a call was not admitted: ``no_pool``, ``pool_blocked`` or ``exhausted``."""
+    """Why a call was not admitted: ``no_pool``, ``pool_blocked``, ``exhausted`` or
+    ``key`` (its personal key is expired, revoked or out of budget: see ``error``)."""
 
     reason: str
     balance_micro: int | None = None
     needed_micro: int | None = None
     next_refill_at: datetime | None = None
+    error: Exception | None = None
 
 
 def output_budget(
@@ -205,12 +214,22 @@ def admit(
         return Refusal("no_pool")
     if pool.blocked:
         return Refusal("pool_blocked")
+    key_reserved = 0
+    if ctx.key_id is not None:
+        # the key's budget is hard in both billing modes: it is what its owner chose
+        if not keyring.reserve_on_key(conn, ctx.key_id, worst_case_micro, now):
+            return Refusal(
+                "key", error=keyring.refusal_for(conn, ctx.key_id, worst_case_micro, now)
+            )
+        key_reserved = worst_case_micro
     metered = not pool.unlimited
     reserved = 0
     if metered:
         prepare_balance(store, conn, ctx.account_id, pool, now)
         reserved = worst_case_micro if strict else 0
         if not take_from_balance(conn, ctx.account_id, reserved, now, strict=strict):
+            if ctx.key_id is not None:
+                keyring.return_key_reservation(conn, ctx.key_id, key_reserved)
             current = read_balance(conn, ctx.account_id)
             return Refusal(
                 "exhausted",
@@ -233,6 +252,7 @@ def admit(
             "reserved_micro": reserved,
             "cap_micro": worst_case_micro,
             "overrun_micro": 0,
+            "key_reserved_micro": key_reserved,
             "instance_id": instance_id,
             "status": "pending",
             "metered": metered,
@@ -256,6 +276,7 @@ def admit(
         conversation=ctx.conversation,
         created_at=now,
         cap_micro=worst_case_micro,
+        key_reserved_micro=key_reserved,
     )
 
 
@@ -321,6 +342,10 @@ def settle(
     )
     if claimed.rowcount != 1:
         return None
+    if row.key_id is not None:
+        # the charge (at most this reservation) is counted as spent by record_usage; the
+        # key's row is locked before the balance's, in the order admit locks them
+        keyring.return_key_reservation(conn, row.key_id, row.key_reserved_micro)
     if row.metered:
         refund = row.reserved_micro - usage.coins_micro
         add_to_balance(conn, row.account_id, refund, "settle", now, request_id=request_id)
@@ -366,6 +391,8 @@ def release(
     )
     if claimed.rowcount != 1:
         return False
+    if row.key_id is not None:
+        keyring.return_key_reservation(conn, row.key_id, row.key_reserved_micro)
     if row.metered and row.reserved_micro:
         add_to_balance(
             conn,

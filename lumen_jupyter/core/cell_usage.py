@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Date, and_, cast, func, select
 
 from ..store.schema import requests_log
+from . import wire
 from .errors import BadRequest
 from .usage import PERIODS, bucket_start, shape_history, validate_history_args
 
@@ -33,7 +34,7 @@ def cell_history(
     period: str,
     bucket: str | None,
     today: date,
-) -> dict[str, Any]:
+) -> wire.UsageHistory:
     """Like :func:`~.usage.history` split by cell, for the calls from ``notebook``
     (its path as the kernel reports it).  The document also names the notebook."""
     bucket = validate_history_args(period, bucket, "cell")

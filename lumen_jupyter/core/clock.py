@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timedelta, timezone
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -50,6 +50,10 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+@overload
+def isoformat_z(value: datetime) -> str: ...
+@overload
+def isoformat_z(value: datetime | None) -> str | None: ...
 def isoformat_z(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a ``Z`` suffix, or ``None``."""
     if value is None:

@@ -28,7 +28,10 @@ def coins_to_micro(value: float | int | str | Decimal) -> int:
         raise ValueError(f"not a coin amount: {value!r}") from exc
     if not amount.is_finite():
         raise ValueError(f"not a coin amount: {value!r}")
-    return int((amount * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    try:
+        return int((amount * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    except InvalidOperation as exc:  # more digits than the context holds: absurdly large
+        raise ValueError(f"not a usable coin amount (too large): {value!r}") from exc
 
 
 def micro_to_coins(micro: int) -> Decimal:

@@ -12,14 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, bindparam, delete, select
 
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
-from . import billing, keyring, recovery
+from . import billing, key_limits, keyring, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
@@ -66,11 +66,11 @@ def static_status(model: ModelSpec) -> tuple[str, int, int]:
     return ("ok" if configured else "down"), configured, configured
 
 
-def coins_json(micro: int) -> dict[str, Any]:
+def coins_json(micro: int) -> wire.Coins:
     return {"micro": micro, "text": format_coins(micro)}
 
 
-def counters_json(c: Counters) -> dict[str, Any]:
+def counters_json(c: Counters) -> wire.Counters:
     return {
         "requests": c.requests,
         "input_tokens": c.input_tokens,
@@ -170,7 +170,7 @@ class LumenService:
         names = {g.name for g in self.catalog.groups_of(who.username, who.groups)}
         return sorted(n for n in names if n != "default")
 
-    def pool_state(self, who: Identity) -> dict[str, Any]:
+    def pool_state(self, who: Identity) -> wire.Pool:
         """The Coins Available and Refill Rate tiles; applies a due refill first."""
         acct = self.account(who.username)
         now = self.clock.now()
@@ -199,7 +199,7 @@ class LumenService:
 
     # -- profile --------------------------------------------------------------------------
 
-    def profile(self, who: Identity) -> dict[str, Any]:
+    def profile(self, who: Identity) -> wire.Profile:
         acct = self.account(who.username)
         pool = self.pool_state(who)
         with self.store.read() as conn:
@@ -228,28 +228,68 @@ class LumenService:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def list_keys(self, who: Identity, include_revoked: bool = False) -> list[dict[str, Any]]:
+    def list_keys(self, who: Identity, include_revoked: bool = False) -> list[wire.Key]:
         acct = self.account(who.username)
         with self.store.read() as conn:
             rows = keyring.list_keys(conn, acct, include_revoked)
-        return [_key_json(row) for row in rows]
-
-    def create_key(self, who: Identity, name: str | None) -> dict[str, Any]:
-        """A new key: the only response that ever carries the raw key."""
-        acct = self.account(who.username)
         now = self.clock.now()
+        return [_key_json(row, now) for row in rows]
+
+    def create_key(
+        self,
+        who: Identity,
+        name: str | None,
+        *,
+        budget: Any = None,
+        expires_at: Any = None,
+        expires_in: Any = None,
+    ) -> wire.CreatedKey:
+        """A new key: the only response that ever carries the raw key.
+
+        ``budget`` (coins), ``expires_at`` (ISO 8601) or ``expires_in`` (``"7d"``) as
+        people write them (see :mod:`key_limits`); none of them: limited by the pool only."""
+        now = self.clock.now()
+        budget_micro = key_limits.parse_budget(budget)
+        expiry = key_limits.parse_expiry(expires_at, expires_in, now)
+        acct = self.account(who.username)
         with self.store.write() as conn:
             keyring.purge_stale_drafts(conn, now)
-            key_id, raw = keyring.create_key(conn, acct, self.secret, now, name)
+            key_id, raw = keyring.create_key(
+                conn,
+                acct,
+                self.secret,
+                now,
+                name,
+                budget_micro=budget_micro,
+                expires_at=expiry,
+            )
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
-        return {**_key_json(row), "key": raw}
+        return {**_key_json(row, now), "key": raw}
 
-    def save_key(self, who: Identity, key_id: int, name: Any) -> dict[str, Any]:
+    def save_key(
+        self,
+        who: Identity,
+        key_id: int,
+        name: Any,
+        *,
+        budget: Any = None,
+        expires_at: Any = None,
+        expires_in: Any = None,
+    ) -> wire.Key:
+        """Name a key; a draft may be given its limits as it is saved (see :meth:`create_key`)."""
+        now = self.clock.now()
+        limits: dict[str, Any] = {}
+        budget_micro = key_limits.parse_budget(budget)
+        if budget_micro is not None:
+            limits["budget_micro"] = budget_micro
+        expiry = key_limits.parse_expiry(expires_at, expires_in, now)
+        if expiry is not None:
+            limits["expires_at"] = expiry
         acct = self.account(who.username)
         with self.store.write() as conn:
-            keyring.save_key(conn, acct, key_id, name, self.clock.now())
+            keyring.save_key(conn, acct, key_id, name, now, limits)
             row = conn.execute(select(api_keys).where(api_keys.c.id == key_id)).one()
-        return _key_json(row)
+        return _key_json(row, self.clock.now())
 
     def revoke_key(self, who: Identity, key_id: int) -> str:
         acct = self.account(who.username)
@@ -261,12 +301,16 @@ class LumenService:
         return outcome
 
     def key_owner(self, raw: str) -> keyring.KeyOwner | None:
-        """The owner of an active key, from the database."""
+        """The owner of an active key, from the database; an expired key is a 401
+        ``key_expired`` (an unknown or revoked one: ``None``)."""
         if not looks_like_key(raw):
             return None
         digest = hash_key(raw, self.secret)
         with self.store.read() as conn:
             owner = keyring.find_active_digest(conn, digest)
+        expires_at = owner.expires_at if owner is not None else None
+        if expires_at is not None and expires_at <= self.clock.now():
+            raise keyring.key_expired(expires_at)
         if owner is not None:
             if len(self._known_keys) >= _KNOWN_KEYS_LIMIT:
                 self._known_keys.clear()
@@ -308,14 +352,16 @@ class LumenService:
             for name, model in self.catalog.models.items()
         }
 
-    def model_json(self, model: ModelSpec, access: Access, usage: Counters) -> dict[str, Any]:
+    def model_json(self, model: ModelSpec, access: Access, usage: Counters) -> wire.Model:
         status, configured, healthy = self.status_provider(model)
-        data: dict[str, Any] = {
+        if status not in ("ok", "degraded", "down", "disabled"):
+            raise ValueError(f"unknown model status {status!r}")
+        data: wire.Model = {
             "name": model.name,
             "description": model.description,
             "active": model.active,
             "access": access.value,
-            "status": status,
+            "status": cast(wire.ModelStatus, status),
             "instances": {"configured": configured, "healthy": healthy},
             "needs_consent": model.needs_consent,
             "notice": model.notice if model.needs_consent else None,
@@ -333,7 +379,7 @@ class LumenService:
         }
         return data
 
-    def list_models(self, who: Identity) -> list[dict[str, Any]]:
+    def list_models(self, who: Identity) -> list[wire.Model]:
         acct = self.account(who.username)
         access = self.access_map(who)
         with self.store.read() as conn:
@@ -376,7 +422,7 @@ class LumenService:
             return None
         return model, access
 
-    def model_detail(self, who: Identity, name: str) -> dict[str, Any]:
+    def model_detail(self, who: Identity, name: str) -> wire.Model:
         model = self.catalog.models.get(name)
         if model is None:
             raise NotFound(f"no model named {name!r}", code="model_not_found")
@@ -386,7 +432,7 @@ class LumenService:
         access = self.access_map(who)[name]
         return self.model_json(model, access, summary.by_model.get(name, Counters()))
 
-    def consent(self, who: Identity, name: str, notice_digest: str | None = None) -> dict[str, Any]:
+    def consent(self, who: Identity, name: str, notice_digest: str | None = None) -> wire.Model:
         """Acknowledge a model's current notice.  Blocked or consent-free models are a 400.
 
         When ``notice_digest`` is given it must match the current notice, so a
@@ -431,7 +477,7 @@ class LumenService:
         bucket: str | None,
         group_by: str,
         notebook: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> wire.UsageHistory:
         """Spending over time split by ``group_by``; by ``cell`` for one ``notebook``."""
         acct = self.account(who.username)
         with self.store.read() as conn:
@@ -572,12 +618,15 @@ class LumenService:
         return self.admission_or_raise(outcome)
 
     def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
-        """A call made with a personal key is admitted only while the key is active."""
-        if ctx.key_id is not None and not keyring.is_active(conn, ctx.key_id):
+        """A call made with a personal key is admitted only while the key is active and
+        unexpired (its budget is checked by the reservation, :func:`billing.admit`)."""
+        if ctx.key_id is None:
+            return
+        try:
+            keyring.check_usable(conn, ctx.key_id, self.clock.now())
+        except AuthenticationFailed:
             self._forget_key(ctx.key_id)
-            raise AuthenticationFailed(
-                "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
-            )
+            raise
 
     def _admit(
         self,
@@ -626,6 +675,8 @@ class LumenService:
         raise self._refusal_error(*outcome)
 
     def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
+        if refusal.error is not None:
+            return refusal.error
         if refusal.reason == "no_pool":
             return PermissionDenied(
                 "No coin budget has been set up for your account; ask an administrator for one",
@@ -794,7 +845,7 @@ class LumenService:
 
     # -- administration ---------------------------------------------------------------------
 
-    def grant(self, who: Identity, amount_micro: int, note: str | None = None) -> dict[str, Any]:
+    def grant(self, who: Identity, amount_micro: int, note: str | None = None) -> wire.Pool:
         """Add (or, negative, take) coins by hand: an ``adjust`` ledger row."""
         acct = self.account(who.username)
         now = self.clock.now()
@@ -847,7 +898,8 @@ class LumenService:
             return account_id(conn, username)
 
 
-def _key_json(row: Any) -> dict[str, Any]:
+def _key_json(row: Any, now: datetime) -> wire.Key:
+    expires_at = row.expires_at
     return {
         "id": int(row.id),
         "name": row.name,
@@ -862,6 +914,11 @@ def _key_json(row: Any) -> dict[str, Any]:
         "tokens": int(row.input_tokens) + int(row.output_tokens),
         "coins_micro": int(row.coins_micro),
         "coins": format_coins(int(row.coins_micro)),
+        "budget_micro": None if row.budget_micro is None else int(row.budget_micro),
+        "budget": None if row.budget_micro is None else format_coins(int(row.budget_micro)),
+        "reserved_micro": int(row.reserved_micro or 0),
+        "expires_at": isoformat_z(expires_at),
+        "expired": expires_at is not None and expires_at <= now,
     }
 
 

@@ -13,11 +13,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
+from typing import cast as typed
 
 from sqlalchemy import ColumnElement, Connection, Date, and_, cast, func, select
 
 from ..store import Store
 from ..store.schema import chat_conversations, usage_daily, usage_monthly, usage_stats
+from . import wire
 from .errors import BadRequest
 from .money import format_coins
 
@@ -210,7 +212,7 @@ def history(
     group_by: str,
     today: date,
     key_names: dict[int, str] | None = None,
-) -> dict[str, Any]:
+) -> wire.UsageHistory:
     """Spending over time: one entry per time bucket, split by ``group_by``.
 
     Buckets with no use are present (zeros), so a chart needs no gap logic.
@@ -282,7 +284,7 @@ def shape_history(
     group_by: str,
     start_day: date,
     today: date,
-) -> dict[str, Any]:
+) -> wire.UsageHistory:
     """The history document from ``(bucket start, series, counters row)`` triples; every
     bucket from ``start_day`` to ``today`` is present."""
     grid: dict[date, dict[str, Counters]] = {}
@@ -297,8 +299,8 @@ def shape_history(
         totals[name].add_counts(*counts)
     series = sorted(totals, key=lambda n: (-totals[n].coins_micro, -totals[n].tokens, n))
     return {
-        "period": period,
-        "bucket": bucket,
+        "period": typed(wire.Period, period),
+        "bucket": typed(wire.Bucket, bucket),
         "group_by": group_by,
         "start": start_day.isoformat(),
         "end": today.isoformat(),
@@ -335,7 +337,7 @@ def _as_date(value: Any) -> date:
     return date.fromisoformat(str(value))
 
 
-def _counters_json(c: Counters) -> dict[str, Any]:
+def _counters_json(c: Counters) -> wire.UsageValues:
     return {
         "requests": c.requests,
         "input_tokens": c.input_tokens,

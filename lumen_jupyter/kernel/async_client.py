@@ -81,13 +81,23 @@ class AsyncLumenClient(ClientBase):
         data = await self._send("GET", self._api("keys"), params=params)
         return data["keys"]  # type: ignore[no-any-return]
 
-    async def create_key(self, name: str | None = None) -> dict[str, Any]:
-        body = {} if name is None else {"name": name}
+    async def create_key(
+        self,
+        name: str | None = None,
+        *,
+        budget: float | str | None = None,
+        expires_in: str | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        limits = {"budget": budget, "expires_in": expires_in, "expires_at": expires_at}
+        body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(await self._send("POST", self._api("keys"), json=body))
 
-    async def save_key(self, id: int, name: str) -> dict[str, Any]:
+    async def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
         url = self._api(f"keys/{int(id)}")
-        return await self._send("PATCH", url, json={"name": name})  # type: ignore[no-any-return]
+        body = {"name": name, **{f: v for f, v in limits.items() if v is not None}}
+        return await self._send("PATCH", url, json=body)  # type: ignore[no-any-return]
 
     async def revoke_key(self, id: int) -> dict[str, Any]:
         return await self._send("DELETE", self._api(f"keys/{int(id)}"))  # type: ignore[no-any-return]

@@ -99,18 +99,31 @@ class LumenClient(ClientBase):
         params = self._keys_params(include_revoked)
         return self._send("GET", self._api("keys"), params=params)["keys"]  # type: ignore[no-any-return]
 
-    def create_key(self, name: str | None = None) -> dict[str, Any]:
+    def create_key(
+        self,
+        name: str | None = None,
+        *,
+        budget: float | str | None = None,
+        expires_in: str | None = None,
+        expires_at: str | None = None,
+    ) -> dict[str, Any]:
         """A new key; the raw key is in ``"key"`` of this answer only. Unnamed: a draft.
 
-        ``"key"`` is a :class:`RawKey`: a ``str`` whose ``repr`` is only the hint.
+        ``budget`` (coins) and ``expires_in`` (``"7d"``) or ``expires_at`` (ISO 8601)
+        are the key's own limits.  ``"key"`` is a :class:`RawKey`: a ``str`` whose
+        ``repr`` is only the hint.
         """
-        body = {} if name is None else {"name": name}
+        body: dict[str, Any] = {} if name is None else {"name": name}
+        limits = {"budget": budget, "expires_in": expires_in, "expires_at": expires_at}
+        body.update({field: value for field, value in limits.items() if value is not None})
         return self._wrap_key(self._send("POST", self._api("keys"), json=body))
 
-    def save_key(self, id: int, name: str) -> dict[str, Any]:
-        """Name or rename a key (a draft becomes active)."""
+    def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
+        """Name or rename a key (a draft becomes active); a draft may be given its
+        ``budget``, ``expires_in`` or ``expires_at`` as it is saved."""
         url = self._api(f"keys/{int(id)}")
-        return self._send("PATCH", url, json={"name": name})  # type: ignore[no-any-return]
+        body = {"name": name, **{f: v for f, v in limits.items() if v is not None}}
+        return self._send("PATCH", url, json=body)  # type: ignore[no-any-return]
 
     def revoke_key(self, id: int) -> dict[str, Any]:
         """Revoke an active key (history kept) or discard a draft: ``{"id", "result"}``."""

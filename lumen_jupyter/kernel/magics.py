@@ -222,21 +222,33 @@ class LumenMagics(Magics):
     def _cmd_keys(self, args: argparse.Namespace) -> None:
         client = self.client
         if args.action == "new":
-            self._new_key(client, args.name, args.save)
+            self._new_key(client, args.name, args.save, args.budget, args.expires)
         elif args.action == "revoke":
             self._revoke_key(client, args.key)
         else:
             self._show(keys_table(client.keys(include_revoked=args.all)))
 
-    def _new_key(self, client: LumenClient, name: str, save: str | None) -> None:
+    def _new_key(
+        self,
+        client: LumenClient,
+        name: str,
+        save: str | None,
+        budget: str | None = None,
+        expires: str | None = None,
+    ) -> None:
         if not name.strip():
             raise UsageError("%lumen keys new: give the key a name")
+        expiry: dict[str, str] = {}
+        if expires is not None:
+            # a lifetime ("7d") or a moment ("2030-01-31T12:00Z"): the gateway checks both
+            lifetime = expires.strip()[:1].isdigit() and "-" not in expires
+            expiry = {"expires_in" if lifetime else "expires_at": expires.strip()}
         target = None
         if save:
             target = os.path.abspath(os.path.expanduser(save))
             if os.path.exists(target):
                 raise UsageError(f"%lumen keys new: {save} exists; choose another file")
-        created = client.create_key(name)
+        created = client.create_key(name, budget=budget, **expiry)
         raw = str(created.pop("key"))
         where = front_end(self.shell)
         if target is not None:

@@ -77,6 +77,10 @@ def line_parser() -> _Parser:
     new.add_argument(
         "--save", metavar="FILE", help="write the key to FILE (mode 600) instead of showing it"
     )
+    new.add_argument("--budget", metavar="COINS", help="the most the key may spend, in coins")
+    new.add_argument(
+        "--expires", metavar="WHEN", help="a lifetime (7d, 12h, 30m) or an ISO 8601 time"
+    )
     revoke = key_actions.add_parser("revoke", prog="%lumen keys revoke", help="revoke a key")
     revoke.add_argument("key", metavar="ID", help="the key's id (or its name)")
 

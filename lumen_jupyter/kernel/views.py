@@ -194,17 +194,35 @@ def keys_table(keys: Sequence[Mapping[str, Any]]) -> Table:
                 fmt_int(key.get("requests")),
                 fmt_int(key.get("tokens")),
                 coins_text(key.get("coins")),
+                _budget_text(key),
+                _expiry_text(key),
                 fmt_time(key.get("last_used_at")),
             ]
         )
     return Table(
-        ["ID", "Name", "Hint", "Requests", "Tokens", "Coins", "Last used"],
+        ["ID", "Name", "Hint", "Requests", "Tokens", "Coins", "Budget", "Expires", "Last used"],
         rows,
         title="API Keys",
-        right=frozenset({"ID", "Requests", "Tokens", "Coins"}),
+        right=frozenset({"ID", "Requests", "Tokens", "Coins", "Budget"}),
         struck=frozenset(struck),
         empty="No API keys yet: `%lumen keys new NAME` creates one.",
     )
+
+
+def _budget_text(key: Mapping[str, Any]) -> str:
+    """``"-"`` for a key limited by the pool only, else the coins left of its budget."""
+    budget = key.get("budget_micro")
+    if budget is None:
+        return "-"
+    left = max(0, int(budget) - int(key.get("coins_micro") or 0))
+    return f"{format_coins(left)} left of {format_coins(int(budget))}"
+
+
+def _expiry_text(key: Mapping[str, Any]) -> str:
+    if not key.get("expires_at"):
+        return "never"
+    when = fmt_time(key.get("expires_at"))
+    return f"expired {when}" if key.get("expired") else when
 
 
 def key_reveal(created: Mapping[str, Any], raw: str, seconds: float) -> View:

@@ -34,6 +34,7 @@ from ..core.errors import ConfigError
 from ..core.keys import load_or_create_secret
 from ..core.redact import install_log_filter, redact
 from ..core.service import LumenService
+from ..core.wire import Pool
 from ..store import Store, make_private_dir, sqlite_url
 from .accountant import Accountant
 from .auth import DEFAULT_MAX_BODY_BYTES
@@ -319,7 +320,7 @@ class LumenJupyter(ExtensionApp):
             " (demo backend on loopback)" if self.demo else "",
         )
 
-    async def _read_pool(self, identity: Identity) -> dict[str, Any]:
+    async def _read_pool(self, identity: Identity) -> Pool:
         """The pool tiles of ``identity``, read off the event loop (for the event stream)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.service.pool_state, identity)

@@ -20,12 +20,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from tornado.iostream import StreamClosedError
 
 from ..core.accounts import Identity
+from ..core.wire import Pool
 from .auth import LumenHandler, lumen_endpoint
 
 log = logging.getLogger("lumen_jupyter.events")
@@ -38,7 +39,7 @@ QUEUE_LIMIT = 64
 
 Event = str
 """One server-sent event, formatted once for all the streams it goes to."""
-PoolReader = Callable[[Identity], Awaitable[dict[str, Any]]]
+PoolReader = Callable[[Identity], Awaitable[Pool]]
 
 
 class _PoolWatch:
@@ -49,7 +50,7 @@ class _PoolWatch:
         self.read = read
         self.recheck = recheck
         self.queues: set[asyncio.Queue[Event]] = set()
-        self.snapshot: dict[str, Any] | None = None
+        self.snapshot: Pool | None = None
         self.frame: Event | None = None
         self.dirty = asyncio.Event()
         self.task = asyncio.ensure_future(self._watch())
@@ -71,7 +72,7 @@ class _PoolWatch:
                     _offer(queue, self.frame)
 
 
-def frame(kind: str, data: dict[str, Any]) -> Event:
+def frame(kind: str, data: Mapping[str, Any]) -> Event:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
@@ -94,7 +95,7 @@ class EventHub:
     def subscribers(self) -> int:
         return sum(len(w.queues) for w in self._watches.values())
 
-    def publish(self, kind: str, data: dict[str, Any], username: str | None = None) -> None:
+    def publish(self, kind: str, data: Mapping[str, Any], username: str | None = None) -> None:
         """``usage``: the pool of ``username`` (everyone's when ``None``) may have moved;
         anything else goes to the streams as it is."""
         watches = (

@@ -8,15 +8,17 @@ serializes.  Unknown or malformed input is a 400 with a clear message.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 from tornado import web
 
+from ..core import wire
 from ..core.errors import BadRequest
 from .auth import LumenHandler, RestHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
 
+_NEW_KEY_FIELDS = frozenset(wire.NewKey.__annotations__) | frozenset(wire.KeyLimits.__annotations__)
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -51,15 +53,26 @@ class KeysHandler(RestHandler):
     async def get(self) -> None:
         include = _flag(self, "include_revoked")
         keys = await self.run(self.service.list_keys, self.identity, include)
-        self.send_json({"keys": keys})
+        listed: wire.KeyList = {"keys": keys}
+        self.send_json(listed)
 
     @lumen_endpoint("write")
     async def post(self) -> None:
         body = self.json_body()
-        unknown = set(body) - {"name"}
+        unknown = set(body) - _NEW_KEY_FIELDS
         if unknown:
-            raise BadRequest(f"unknown field {sorted(unknown)[0]!r}; only 'name' is accepted")
-        created = await self.run(self.service.create_key, self.identity, body.get("name"))
+            raise BadRequest(
+                f"unknown field {sorted(unknown)[0]!r}; "
+                f"accepted: {', '.join(sorted(_NEW_KEY_FIELDS))}"
+            )
+        created = await self.run(
+            self.service.create_key,
+            self.identity,
+            body.get("name"),
+            budget=body.get("budget"),
+            expires_at=body.get("expires_at"),
+            expires_in=body.get("expires_in"),
+        )
         self.send_json(created, status=201)
 
 
@@ -67,21 +80,34 @@ class KeyHandler(RestHandler):
     @lumen_endpoint("write")
     async def patch(self, key_id: str) -> None:
         body = self.json_body()
-        if "name" not in body or set(body) - {"name"}:
-            raise BadRequest('send {"name": "..."} to name or rename a key')
-        saved = await self.run(self.service.save_key, self.identity, _key_id(key_id), body["name"])
+        if "name" not in body or set(body) - _NEW_KEY_FIELDS:
+            raise BadRequest(
+                'send {"name": "..."} to name or rename a key (and, while it is new, '
+                "budget, expires_at or expires_in)"
+            )
+        saved = await self.run(
+            self.service.save_key,
+            self.identity,
+            _key_id(key_id),
+            body["name"],
+            budget=body.get("budget"),
+            expires_at=body.get("expires_at"),
+            expires_in=body.get("expires_in"),
+        )
         self.send_json(saved)
 
     @lumen_endpoint("write")
     async def delete(self, key_id: str) -> None:
         outcome = await self.run(self.service.revoke_key, self.identity, _key_id(key_id))
-        self.send_json({"id": _key_id(key_id), "result": outcome})
+        revoked: wire.KeyRevoked = {"id": _key_id(key_id), "result": cast(Any, outcome)}
+        self.send_json(revoked)
 
 
 class ModelsHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
-        self.send_json({"models": await self.run(self.service.list_models, self.identity)})
+        models: wire.ModelList = {"models": await self.run(self.service.list_models, self.identity)}
+        self.send_json(models)
 
 
 class ModelHandler(RestHandler):

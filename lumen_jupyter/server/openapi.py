@@ -1,15 +1,44 @@
 """The OpenAPI 3.1 description of the profile REST API, served at ``lumen/api/openapi.json``.
 
-Kept beside the handlers and checked against the route table by the tests, so
-the document and the server cannot drift apart.
+Its schemas are derived from the payload types of :mod:`lumen_jupyter.core.wire`,
+the ones the service builds, so a field cannot be sent without being documented
+(the tests validate every REST response against this document).  The paths are
+checked against the route table by the tests, so the document and the server
+cannot drift apart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_COINS = {"$ref": "#/components/schemas/Coins"}
+from ..core import wire
+from .typed_schema import SchemaBuilder
+
+
+def _schemas() -> tuple[SchemaBuilder, dict[str, Any]]:
+    builder = SchemaBuilder(open_names=wire.OPEN_SCHEMAS)
+    refs = {
+        name: builder.schema(getattr(wire, name))
+        for name in (
+            "Error",
+            "Profile",
+            "Key",
+            "CreatedKey",
+            "KeyList",
+            "KeyRevoked",
+            "Model",
+            "ModelList",
+            "UsageHistory",
+            "NewKey",
+            "SaveKey",
+            "ConsentBody",
+        )
+    }
+    return builder, refs
+
+
+_BUILDER, _REF = _schemas()
+_ERROR = _REF["Error"]
 
 
 def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -17,137 +46,32 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    text = {400: "Malformed input", 403: "Not authenticated or not allowed", 404: "Not found"}
+    """The error answers of an operation: ``codes`` plus the ones every route may give."""
+    codes = tuple(sorted({*codes, 401, 403, 503}))
+    text = {
+        400: "Malformed input",
+        401: "A credential was sent but is unknown, revoked or expired",
+        403: "Not authenticated or not allowed",
+        404: "Not found",
+        409: "Conflicts with the current state",
+        413: "The request body is too large",
+        503: "The configuration could not be loaded (the message says why)",
+    }
     return {str(c): _json(_ERROR, text.get(c, "Error")) for c in codes}
-
-
-_COUNTERS = {
-    "type": "object",
-    "properties": {
-        "requests": {"type": "integer"},
-        "input_tokens": {"type": "integer"},
-        "output_tokens": {"type": "integer"},
-        "tokens": {"type": "integer"},
-        "coins_micro": {"type": "integer"},
-        "coins": {"type": "string"},
-        "last_used_at": {"type": ["string", "null"], "format": "date-time"},
-    },
-}
-
-_SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["message", "type", "code"],
-                "properties": {
-                    "message": {"type": "string"},
-                    "type": {"type": "string"},
-                    "code": {"type": "string"},
-                },
-            }
-        },
-    },
-    "Coins": {
-        "type": "object",
-        "description": "An exact amount: integer micro-coins and its decimal text.",
-        "properties": {"micro": {"type": "integer"}, "text": {"type": "string"}},
-    },
-    "Counters": _COUNTERS,
-    "Profile": {
-        "type": "object",
-        "required": ["user", "tiles", "pool", "web_chat", "server_time"],
-        "properties": {
-            "user": {
-                "type": "object",
-                "properties": {
-                    "username": {"type": "string"},
-                    "display_name": {"type": "string"},
-                    "email": {"type": ["string", "null"]},
-                    "initials": {"type": "string"},
-                    "avatar_url": {"type": ["string", "null"]},
-                },
-            },
-            "tiles": {
-                "type": "object",
-                "properties": {
-                    "groups": {"type": "array", "items": {"type": "string"}},
-                    "coins_used": _COINS,
-                    "tokens_used": {"type": "integer"},
-                    "favorite_model": {"type": ["string", "null"]},
-                },
-            },
-            "pool": {
-                "type": "object",
-                "properties": {
-                    "state": {"enum": ["none", "unlimited", "limited", "blocked"]},
-                    "source": {"type": ["string", "null"]},
-                    "balance": _COINS,
-                    "max": _COINS,
-                    "refresh_per_hour": _COINS,
-                    "exhausted": {"type": "boolean"},
-                    "last_refill_at": {"type": ["string", "null"], "format": "date-time"},
-                    "next_refill_at": {"type": ["string", "null"], "format": "date-time"},
-                },
-            },
-            "web_chat": {
-                "allOf": [
-                    {"$ref": "#/components/schemas/Counters"},
-                    {"type": "object", "properties": {"conversations": {"type": "integer"}}},
-                ]
-            },
-            "server_time": {"type": "string", "format": "date-time"},
-        },
-    },
-    "Key": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "integer"},
-            "name": {"type": "string"},
-            "hint": {"type": "string", "description": "First 4 and last 4 characters"},
-            "status": {"enum": ["draft", "active", "revoked"]},
-            "created_at": {"type": "string", "format": "date-time"},
-            "revoked_at": {"type": ["string", "null"], "format": "date-time"},
-            "last_used_at": {"type": ["string", "null"], "format": "date-time"},
-            "requests": {"type": "integer"},
-            "tokens": {"type": "integer"},
-            "coins_micro": {"type": "integer"},
-            "coins": {"type": "string"},
-        },
-    },
-    "Model": {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": ["string", "null"]},
-            "active": {"type": "boolean"},
-            "access": {"enum": ["allowed", "blocked", "needs_ack", "consented"]},
-            "status": {"enum": ["ok", "degraded", "down", "disabled"]},
-            "needs_consent": {"type": "boolean"},
-            "notice": {"type": ["string", "null"]},
-            "notice_digest": {"type": ["string", "null"]},
-            "input_cost_per_million": _COINS,
-            "output_cost_per_million": _COINS,
-            "usage": {"$ref": "#/components/schemas/Counters"},
-        },
-    },
-}
 
 
 def openapi_document(base_url: str = "/") -> dict[str, Any]:
     prefix = f"{base_url.rstrip('/')}/lumen/api"
     key_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
     model_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-    key_ref = {"$ref": "#/components/schemas/Key"}
-    model_ref = {"$ref": "#/components/schemas/Model"}
+    key_ref = _REF["Key"]
+    model_ref = _REF["Model"]
     return {
         "openapi": "3.1.0",
         "info": {"title": "lumen-jupyter profile API", "version": "1"},
         "servers": [{"url": prefix}],
         "components": {
-            "schemas": _SCHEMAS,
+            "schemas": dict(_BUILDER.named),
             "securitySchemes": {
                 "jupyter": {"type": "apiKey", "in": "header", "name": "Authorization"},
                 "kernel": {"type": "http", "scheme": "bearer"},
@@ -159,7 +83,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                 "get": {
                     "summary": "Identity, the six tiles, pool state and Web Chat Usage",
                     "responses": {
-                        "200": _json({"$ref": "#/components/schemas/Profile"}),
+                        "200": _json(_REF["Profile"]),
                         **_errors(403),
                     },
                 }
@@ -171,75 +95,44 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                         {"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}}
                     ],
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {"keys": {"type": "array", "items": key_ref}},
-                            }
-                        ),
+                        "200": _json(_REF["KeyList"]),
                         **_errors(400, 403),
                     },
                 },
                 "post": {
                     "summary": "Create a key; the raw key is in this response only. "
-                    "Without a name the key is a draft until named (PATCH) or discarded (DELETE).",
-                    "requestBody": {
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"name": {"type": "string"}},
-                                }
-                            }
-                        }
-                    },
+                    "Without a name the key is a draft until named (PATCH) or discarded (DELETE). "
+                    "A budget (coins) and an expiry (expires_at, or expires_in such as '7d') "
+                    "are the key's own limits.",
+                    "requestBody": {"content": {"application/json": {"schema": _REF["NewKey"]}}},
                     "responses": {
-                        "201": _json(
-                            {
-                                "allOf": [
-                                    key_ref,
-                                    {"type": "object", "properties": {"key": {"type": "string"}}},
-                                ]
-                            },
-                            "Created",
-                        ),
-                        **_errors(400, 403),
+                        "201": _json(_REF["CreatedKey"], "Created"),
+                        **_errors(400, 403, 413),
                     },
                 },
             },
             "/keys/{id}": {
                 "patch": {
-                    "summary": "Name or rename a key; saves a draft",
+                    "summary": "Name or rename a key; saves a draft, with its limits if given "
+                    "(a key in use keeps the limits it was made with: 409)",
                     "parameters": [key_id],
                     "requestBody": {
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": {"type": "string"}},
-                                }
-                            }
-                        }
+                        "required": True,
+                        "content": {"application/json": {"schema": _REF["SaveKey"]}},
                     },
-                    "responses": {"200": _json(key_ref), **_errors(400, 403, 404)},
+                    "responses": {"200": _json(key_ref), **_errors(400, 403, 404, 409, 413)},
                 },
                 "delete": {
                     "summary": "Revoke an active key (history kept) or discard a draft",
                     "parameters": [key_id],
-                    "responses": {"200": _json({"type": "object"}), **_errors(400, 403, 404)},
+                    "responses": {"200": _json(_REF["KeyRevoked"]), **_errors(400, 403, 404)},
                 },
             },
             "/models": {
                 "get": {
                     "summary": "Model Access rows: usage, access, consent, status, notice",
                     "responses": {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "properties": {"models": {"type": "array", "items": model_ref}},
-                            }
-                        ),
+                        "200": _json(_REF["ModelList"]),
                         **_errors(403),
                     },
                 }
@@ -256,16 +149,9 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                     "summary": "Acknowledge the model's current notice (once per notice text)",
                     "parameters": [model_name],
                     "requestBody": {
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "properties": {"notice_digest": {"type": "string"}},
-                                }
-                            }
-                        }
+                        "content": {"application/json": {"schema": _REF["ConsentBody"]}}
                     },
-                    "responses": {"200": _json(model_ref), **_errors(400, 403, 404)},
+                    "responses": {"200": _json(model_ref), **_errors(400, 403, 404, 413)},
                 }
             },
             "/usage": {
@@ -288,7 +174,7 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                             "schema": {"enum": ["model", "source", "key", "notebook"]},
                         },
                     ],
-                    "responses": {"200": _json({"type": "object"}), **_errors(400, 403)},
+                    "responses": {"200": _json(_REF["UsageHistory"]), **_errors(400, 403)},
                 }
             },
             "/events": {
@@ -305,7 +191,10 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                 }
             },
             "/openapi.json": {
-                "get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}), **_errors()},
+                }
             },
         },
     }

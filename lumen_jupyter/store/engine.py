@@ -147,12 +147,35 @@ def _add_notebook_index(conn: Connection) -> None:
     )
 
 
+def _add_key_limits(conn: Connection) -> None:
+    """A personal key may carry a coin budget and an expiry; a call reserves its worst
+    case on its key's budget as on the pool, and the request remembers what it reserved."""
+    _add_columns(
+        conn,
+        "lumen_api_keys",
+        {
+            "budget_micro": "BIGINT",
+            "reserved_micro": "BIGINT NOT NULL DEFAULT 0",
+            "expires_at": "TIMESTAMP",
+        },
+    )
+    _add_columns(conn, "lumen_requests", {"key_reserved_micro": "BIGINT NOT NULL DEFAULT 0"})
+
+
+def _add_columns(conn: Connection, table: str, added: Mapping[str, str]) -> None:
+    present = {column["name"] for column in inspect(conn).get_columns(table)}
+    for name, ddl in added.items():
+        if name not in present:
+            conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {ddl}"))
+
+
 MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (1, "initial tables", _create_initial_tables),
     (2, "chat conversations", _add_chat_conversations),
     (3, "monthly usage by model", _add_usage_monthly),
     (4, "instances, call caps and overruns", _add_instances),
     (5, "the request log by notebook, for usage by cell", _add_notebook_index),
+    (6, "key budgets and expiry", _add_key_limits),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 

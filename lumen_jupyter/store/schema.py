@@ -80,6 +80,12 @@ api_keys = Table(
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("coins_micro", BigInteger, nullable=False, default=0),
+    # A key's own limits: at most budget_micro spent (NULL: only the pool limits it),
+    # counting the worst case of its calls in flight (reserved_micro); unusable from
+    # expires_at on (NULL: never expires).
+    Column("budget_micro", BigInteger, nullable=True),
+    Column("reserved_micro", BigInteger, nullable=False, default=0),
+    Column("expires_at", UTCDateTime(), nullable=True),
     Index("ix_lumen_api_keys_account", "account_id", "status"),
 )
 
@@ -149,6 +155,8 @@ requests_log = Table(
     # reports above it is recorded in overrun_micro for the admin, not billed.
     Column("cap_micro", BigInteger, nullable=False, default=0),
     Column("overrun_micro", BigInteger, nullable=False, default=0),
+    # What the call reserved on its personal key's budget (returned when it ends).
+    Column("key_reserved_micro", BigInteger, nullable=False, default=0),
     Index("ix_lumen_requests_account_time", "account_id", "created_at"),
     Index("ix_lumen_requests_chat", "account_id", "source", "conversation"),
     Index("ix_lumen_requests_status", "status"),

@@ -256,7 +256,8 @@ class _ProfileWidget(anywidget.AnyWidget):
             self._load(("keys",))
 
     def _intent_save_key(self, request_id: str, args: dict[str, Any]) -> None:
-        self.source.save_key(_key_id(args), str(args.get("name", "")))
+        limits = {f: args.get(f) for f in ("budget", "expires_in", "expires_at")}
+        self.source.save_key(_key_id(args), str(args.get("name", "")), **limits)
         self._load(("keys", "profile"))
         self._reply(request_id)
 

@@ -28,8 +28,8 @@ class ProfileSource(Protocol):
         """A new key; the dict carries the raw ``"key"``, shown once. No name: a draft."""
         ...
 
-    def save_key(self, id: int, name: str) -> dict[str, Any]:
-        """Name a key; a draft becomes active."""
+    def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
+        """Name a key; a draft becomes active, with its ``budget`` and expiry if given."""
         ...
 
     def revoke_key(self, id: int) -> dict[str, Any]:

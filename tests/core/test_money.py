@@ -96,3 +96,10 @@ def test_coins_to_micro_rejects_non_numbers(value: object) -> None:
 )
 def test_format_coins(micro: int, text: str) -> None:
     assert format_coins(micro) == text
+
+
+def test_absurdly_large_amounts_are_a_value_error() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        coins_to_micro(1e22)
+    with pytest.raises(ValueError, match="too large"):
+        coins_to_micro("9" * 40)

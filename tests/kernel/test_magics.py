@@ -163,6 +163,21 @@ def test_keys_new_shows_the_key_once_then_only_its_hint(
     )
 
 
+def test_keys_new_with_a_budget_and_an_expiry(shell: Shell, kernel_env: JupyterServer) -> None:
+    shell.run("%lumen keys new workshop --budget 5 --expires 7d")
+    shell.run("%lumen keys new until --budget 0.25 --expires 2030-01-31T12:00:00Z")
+    listed = {k["name"]: k for k in kernel_env.rest("GET", "lumen/api/keys").json()["keys"]}
+    assert listed["workshop"]["budget"] == "5" and listed["workshop"]["expires_at"]
+    assert listed["until"]["budget"] == "0.25"
+    assert listed["until"]["expires_at"] == "2030-01-31T12:00:00.000Z"
+    table = last_text(shell.run("%lumen keys"))
+    assert "Budget" in table and "Expires" in table
+    assert "5 left of 5" in table and "0.25 left of 0.25" in table
+    refused = last_text(shell.run("%lumen keys new bad --budget lots"))
+    assert "budget is a number of coins" in refused
+    assert "bad" not in {k["name"] for k in kernel_env.rest("GET", "lumen/api/keys").json()["keys"]}
+
+
 def test_keys_new_can_write_the_key_to_a_private_file(
     shell: Shell, kernel_env: JupyterServer, tmp_path: Path
 ) -> None:

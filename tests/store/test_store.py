@@ -288,3 +288,54 @@ def test_conversations_migration_backfills_finished_chats(empty_store_url: str) 
         assert sorted(found) == ["c1", "c2"]
     finally:
         db.dispose()
+
+
+def test_key_limits_migration_adds_columns_to_a_version_4_store(empty_store_url: str) -> None:
+    """A store at version 4 (keys without limits) gets version 5: existing keys and calls
+    keep working, with no budget, no expiry and nothing reserved."""
+    from lumen_jupyter.store.schema import api_keys, requests_log
+
+    db = Store(empty_store_url)
+    try:
+        db.migrate()
+        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        with db.write() as conn:  # back to the shape of version 4
+            for table, column in [
+                ("lumen_api_keys", "budget_micro"),
+                ("lumen_api_keys", "reserved_micro"),
+                ("lumen_api_keys", "expires_at"),
+                ("lumen_requests", "key_reserved_micro"),
+            ]:
+                conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
+            conn.execute(meta.delete().where(meta.c.version == 5))
+            conn.execute(accounts.insert().values(id=1, username="ada", created_at=now))
+            conn.execute(
+                text(
+                    "INSERT INTO lumen_api_keys (account_id, name, key_hash, hint, status, "
+                    "created_at, requests, input_tokens, output_tokens, coins_micro) VALUES "
+                    "(1, 'old', 'h', 'sk_a…b', 'active', :now, 3, 1, 2, 50)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO lumen_requests (account_id, created_at, model, endpoint, key_id,"
+                    " source, input_tokens, output_tokens, reserved_micro, coins_micro, status,"
+                    " estimated, metered, cap_micro, overrun_micro) VALUES (1, :now, 'm',"
+                    " 'chat', 1, 'api', 0, 0, 10, 0, 'pending', false, true, 10, 0)"
+                ),
+                {"now": now},
+            )
+        with db.read() as conn:
+            assert "budget_micro" not in {
+                c["name"] for c in inspect(conn).get_columns("lumen_api_keys")
+            }
+        assert db.migrate() == LATEST
+        with db.read() as conn:
+            key = conn.execute(select(api_keys)).one()
+            pending = conn.execute(select(requests_log)).one()
+        assert (key.budget_micro, key.reserved_micro, key.expires_at) == (None, 0, None)
+        assert int(key.coins_micro) == 50
+        assert int(pending.key_reserved_micro) == 0
+    finally:
+        db.dispose()

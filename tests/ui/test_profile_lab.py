@@ -114,7 +114,17 @@ def revoked_count(server: LabServer) -> int:
 def test_keys_table_columns_sorting_and_deleted(view: Locator, seeded: LabServer) -> None:
     table = view.locator(".lumen-keys-table")
     headers = [h.strip().lower() for h in table.locator("thead th").all_inner_texts()]
-    assert headers == ["name", "hint", "requests", "tokens", "coins", "last used", "actions"]
+    assert headers == [
+        "name",
+        "hint",
+        "requests",
+        "tokens",
+        "coins",
+        "budget",
+        "expires",
+        "last used",
+        "actions",
+    ]
     assert column_texts(table, "name") == ["ci-runner", "my-research-script"]
     hint = column_texts(table, "hint")[0]
     assert re.fullmatch(r"sk_.…....", hint), hint
@@ -167,12 +177,22 @@ def test_new_key_is_shown_once_and_never_saved(
     dialog.get_by_role("button", name="Save Key").click()
     expect(dialog.get_by_role("alert")).to_contain_text("name")
     dialog.get_by_label("Name").fill("ui-test-key")
+    # A budget and an expiry of its own, checked before anything is sent.
+    dialog.get_by_label("Budget (coins, optional)").fill("lots")
+    dialog.get_by_role("button", name="Save Key").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("number of coins")
+    dialog.get_by_label("Budget (coins, optional)").fill("0.5")
+    dialog.get_by_label("Expires").select_option(label="7 days")
     dialog.get_by_role("button", name="Save Key").click()
     expect(dialog).to_have_count(0)
     table = view.locator(".lumen-keys-table")
     expect(table.locator("td[data-column='name']", has_text="ui-test-key")).to_have_count(1)
     row = table.locator("tr", has=page.locator("td", has_text="ui-test-key"))
     expect(row.locator("td[data-column='hint']")).to_have_text(f"{raw[:4]}…{raw[-4:]}")
+    expect(row.locator("td[data-column='budget']")).to_have_text("0.5 left of 0.5")
+    expect(row.locator("td[data-column='expires']")).not_to_have_text("Never")
+    saved = next(k for k in seeded.api("GET", "keys")["keys"] if k["name"] == "ui-test-key")
+    assert saved["budget"] == "0.5" and saved["expires_at"]
     assert raw not in page.content()
     # The key works at the gateway: it is the real one.
     assert seeded.chat("demo-free", auth=f"Bearer {raw}") == 200

@@ -247,12 +247,13 @@ class FakeSource:
                 return row
         raise KeyError(f"no key with id {id}")
 
-    def save_key(self, id: int, name: str) -> dict[str, Any]:
+    def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
         self._count("save_key")
         if not name.strip():
             raise ValueError("a key name must not be empty")
         row = self._key(id)
         row["name"] = name.strip()
+        row["limits"] = {f: v for f, v in limits.items() if v is not None}
         if row["status"] == "draft":
             row["status"] = "active"
         return dict(row)

@@ -71,8 +71,9 @@ class RestSource:
     def create_key(self, name: str | None = None) -> dict[str, Any]:
         return self._call("POST", "keys", {} if name is None else {"name": name})  # type: ignore[no-any-return]
 
-    def save_key(self, id: int, name: str) -> dict[str, Any]:
-        return self._call("PATCH", f"keys/{id}", {"name": name})  # type: ignore[no-any-return]
+    def save_key(self, id: int, name: str, **limits: Any) -> dict[str, Any]:
+        body = {"name": name, **{f: v for f, v in limits.items() if v is not None}}
+        return self._call("PATCH", f"keys/{id}", body)  # type: ignore[no-any-return]
 
     def revoke_key(self, id: int) -> dict[str, Any]:
         return self._call("DELETE", f"keys/{id}")  # type: ignore[no-any-return]

@@ -5,7 +5,7 @@
 
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
-import type { ApiKey, CreatedKey, ModelInfo, Period, Profile, UsageHistory } from '../views/types';
+import type { ApiKey, CreatedKey, KeyLimits, ModelInfo, Period, Profile, UsageHistory } from '../views/types';
 
 /** lumen could not load its configuration: every REST call answers 503 with the reason. */
 export class LumenConfigError extends Error {
@@ -61,8 +61,8 @@ export class LumenRestClient {
     return this.call('POST', 'keys', name === undefined ? {} : { name });
   }
 
-  saveKey(id: number, name: string): Promise<ApiKey> {
-    return this.call('PATCH', `keys/${id}`, { name });
+  saveKey(id: number, name: string, limits: KeyLimits = {}): Promise<ApiKey> {
+    return this.call('PATCH', `keys/${id}`, { name, ...limits });
   }
 
   revokeKey(id: number): Promise<{ id: number; result: string }> {

@@ -8,6 +8,7 @@ import { messageOf } from '../views/dialog';
 import {
   emptyState,
   type CreatedKey,
+  type KeyLimits,
   type Period,
   type PoolInfo,
   type ProfileActions,
@@ -98,8 +99,8 @@ export class RestProfileController implements ProfileActions {
     return { id: created.id, hint: created.hint, name: created.name, status: created.status, key: created.key };
   }
 
-  async saveKey(id: number, name: string): Promise<void> {
-    await this.client.saveKey(id, name);
+  async saveKey(id: number, name: string, limits: KeyLimits = {}): Promise<void> {
+    await this.client.saveKey(id, name, limits);
     await this.reloadKeys();
   }
 

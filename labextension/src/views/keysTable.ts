@@ -1,6 +1,7 @@
 /**
  * The API Keys section: "+ New API Key", "Show deleted keys", and the table
- * (Name, Hint, Requests, Tokens, Coins, Last Used, Actions). Revoked keys are
+ * (Name, Hint, Requests, Tokens, Coins, Budget, Expires, Last Used, Actions); a key's
+ * budget and expiry are chosen in the New API Key dialog. Revoked keys are
  * struck through and shown only when asked; Revoke asks for confirmation.
  */
 
@@ -12,6 +13,30 @@ import { openNewKeyDialog } from './newKeyDialog';
 import { SortableTable, type TableColumn } from './table';
 import type { ApiKey, ProfileState } from './types';
 import { timeCell } from './webChatRow';
+
+/** "2.5 left of 5", or a dash for a key limited by the pool only. */
+export function budgetCell(key: ApiKey): HTMLElement | string {
+  if (key.budget_micro === null || key.budget_micro === undefined) {
+    return h('span', { class: 'lumen-muted', text: '—', title: 'No budget of its own: the pool limits it' });
+  }
+  const left = Math.max(0, key.budget_micro - (key.coins_micro ?? 0));
+  return h('span', {
+    class: left === 0 ? 'lumen-key-budget-spent' : 'lumen-key-budget',
+    text: `${formatCoins(left)} left of ${formatCoins(key.budget_micro)}`
+  });
+}
+
+/** The expiry time, "Expired" once past, or "Never". */
+export function expiresCell(key: ApiKey): HTMLElement | string {
+  if (!key.expires_at) {
+    return h('span', { class: 'lumen-muted', text: 'Never' });
+  }
+  return h('span', {
+    class: key.expired ? 'lumen-key-expired' : 'lumen-key-expires',
+    text: key.expired ? 'Expired' : absoluteTime(key.expires_at),
+    title: absoluteTime(key.expires_at)
+  });
+}
 
 export class KeysSection {
   readonly el: HTMLElement;
@@ -25,7 +50,7 @@ export class KeysSection {
     const columns: TableColumn<ApiKey>[] = [
       {
         id: 'name',
-        width: '23%',
+        width: '15%',
         label: 'Name',
         kind: 'text',
         value: k => k.name,
@@ -39,7 +64,7 @@ export class KeysSection {
       },
       {
         id: 'hint',
-        width: '12%',
+        width: '10%',
         label: 'Hint',
         kind: 'text',
         value: k => k.hint,
@@ -47,7 +72,7 @@ export class KeysSection {
       },
       {
         id: 'requests',
-        width: '15%',
+        width: '10%',
         label: 'Requests',
         kind: 'number',
         numeric: true,
@@ -56,7 +81,7 @@ export class KeysSection {
       },
       {
         id: 'tokens',
-        width: '11%',
+        width: '9%',
         label: 'Tokens',
         kind: 'number',
         numeric: true,
@@ -65,7 +90,7 @@ export class KeysSection {
       },
       {
         id: 'coins',
-        width: '11%',
+        width: '9%',
         label: 'Coins',
         kind: 'number',
         numeric: true,
@@ -73,8 +98,25 @@ export class KeysSection {
         cell: k => formatCoins(k.coins_micro ?? 0)
       },
       {
+        id: 'budget',
+        width: '13%',
+        label: 'Budget',
+        kind: 'number',
+        numeric: true,
+        value: k => (k.budget_micro === null ? null : k.budget_micro - k.coins_micro),
+        cell: k => budgetCell(k)
+      },
+      {
+        id: 'expires',
+        width: '12%',
+        label: 'Expires',
+        kind: 'date',
+        value: k => k.expires_at,
+        cell: k => expiresCell(k)
+      },
+      {
         id: 'last_used',
-        width: '14%',
+        width: '11%',
         label: 'Last Used',
         kind: 'date',
         value: k => k.last_used_at,
@@ -82,7 +124,7 @@ export class KeysSection {
       },
       {
         id: 'actions',
-        width: '14%',
+        width: '11%',
         label: 'Actions',
         kind: 'text',
         sortable: false,

@@ -1,6 +1,6 @@
 /**
  * The "+ New API Key" dialog: the new key, read-only, with a Copy button; a name
- * field; Save Key or Discard.
+ * field, an optional coin budget and an expiry; Save Key or Discard.
  *
  * The raw key lives only in this dialog's input while it is open. It is not
  * put in any state, attribute or log, and the dialog removes itself (and the
@@ -10,7 +10,9 @@
 import type { ViewContext } from './context';
 import { openDialog, type DialogHandle } from './dialog';
 import { h, uid } from './dom';
+import { KEY_LIFETIMES, readLimits } from './keyLimits';
 import type { CreatedKey } from './types';
+
 
 async function copyText(text: string, field: HTMLInputElement): Promise<boolean> {
   try {
@@ -68,6 +70,24 @@ export function openNewKeyDialog(ctx: ViewContext, created: CreatedKey): DialogH
       autocomplete: 'off'
     }
   });
+  const budgetId = uid('key-budget');
+  const budgetField = h('input', {
+    class: 'lumen-input lumen-key-budget',
+    attrs: {
+      id: budgetId,
+      type: 'text',
+      inputmode: 'decimal',
+      placeholder: 'no budget of its own',
+      autocomplete: 'off',
+      'aria-describedby': `${budgetId}-help`
+    }
+  });
+  const expiresId = uid('key-expires');
+  const expiresField = h(
+    'select',
+    { class: 'lumen-input lumen-key-expires', attrs: { id: expiresId } },
+    ...KEY_LIFETIMES.map(([value, label]) => h('option', { text: label, attrs: { value } }))
+  );
   let handle: DialogHandle | null = null;
   const save = async () => {
     const name = nameField.value.trim();
@@ -75,7 +95,12 @@ export function openNewKeyDialog(ctx: ViewContext, created: CreatedKey): DialogH
       nameField.focus();
       throw new Error('Give the key a name before saving it.');
     }
-    await ctx.actions.saveKey(created.id, name);
+    const limits = readLimits(budgetField.value, expiresField.value);
+    if (typeof limits === 'string') {
+      budgetField.focus();
+      throw new Error(limits);
+    }
+    await ctx.actions.saveKey(created.id, name, limits);
   };
   const discard = async () => {
     await ctx.actions.discardKey(created.id);
@@ -103,7 +128,16 @@ export function openNewKeyDialog(ctx: ViewContext, created: CreatedKey): DialogH
       h('div', { class: 'lumen-key-row' }, keyField, copyButton),
       copied,
       h('label', { class: 'lumen-field-label', text: 'Name', attrs: { for: nameId } }),
-      nameField
+      nameField,
+      h('label', { class: 'lumen-field-label', text: 'Budget (coins, optional)', attrs: { for: budgetId } }),
+      budgetField,
+      h(
+        'p',
+        { class: 'lumen-field-help', attrs: { id: `${budgetId}-help` } },
+        'The most this key may spend; calls beyond it are refused. Your pool still applies.'
+      ),
+      h('label', { class: 'lumen-field-label', text: 'Expires', attrs: { for: expiresId } }),
+      expiresField
     ],
     buttons: [
       { label: 'Discard', action: discard, name: 'discard' },

@@ -1,8 +1,10 @@
 /**
  * The data the profile views render and the intents they emit.
  *
- * The shapes mirror the profile REST API (`<base_url>lumen/api/`, see
- * lumen_jupyter/server/openapi.py). Both hosts fill a `ProfileState` from it: the
+ * The shapes mirror the profile REST API (`<base_url>lumen/api/`, typed in
+ * lumen_jupyter/core/wire.py, described by lumen_jupyter/server/openapi.py); the
+ * tests compare these interfaces with that document field by field
+ * (tests/server/test_wire_types.py), so a change on either side fails CI. Both hosts fill a `ProfileState` from it: the
  * anywidget entry from the widget model's traits, the Lab panel from REST.
  */
 
@@ -79,6 +81,20 @@ export interface ApiKey {
   tokens: number;
   coins_micro: number;
   coins?: string;
+  /** The key's own coin budget (micro-coins), or null: limited by the pool only. */
+  budget_micro: number | null;
+  budget?: string | null;
+  /** The worst case of the key's calls in flight, held on its budget. */
+  reserved_micro?: number;
+  /** When the key stops working, or null: never. */
+  expires_at: string | null;
+  expired: boolean;
+}
+
+/** The limits a new key may be saved with (coins; a lifetime such as "7d"). */
+export interface KeyLimits {
+  budget?: string;
+  expires_in?: string;
 }
 
 /** What creating a key returns: the key's row and, once, the raw key. */
@@ -124,6 +140,7 @@ export interface UsageValues {
   output_tokens?: number;
   tokens: number;
   coins_micro: number;
+  coins?: string;
 }
 
 export interface UsageBucket {
@@ -177,8 +194,8 @@ export interface ProfileActions {
   refresh(): Promise<void>;
   /** Create a draft key; the result holds the raw key, shown once. */
   createKey(): Promise<CreatedKey>;
-  /** Name a key (a draft becomes active). */
-  saveKey(id: number, name: string): Promise<void>;
+  /** Name a key (a draft becomes active, with its limits if given). */
+  saveKey(id: number, name: string, limits?: KeyLimits): Promise<void>;
   /** Throw a draft away: nothing is stored. */
   discardKey(id: number): Promise<void>;
   revokeKey(id: number): Promise<void>;
