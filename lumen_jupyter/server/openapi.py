@@ -171,7 +171,13 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
                         {
                             "name": "group_by",
                             "in": "query",
-                            "schema": {"enum": ["model", "source", "key", "notebook"]},
+                            "schema": {"enum": ["model", "source", "key", "notebook", "cell"]},
+                        },
+                        {
+                            "name": "notebook",
+                            "in": "query",
+                            "description": "With group_by=cell: the notebook's path",
+                            "schema": {"type": "string"},
                         },
                     ],
                     "responses": {"200": _json(_REF["UsageHistory"]), **_errors(400, 403)},

@@ -291,7 +291,7 @@ def test_conversations_migration_backfills_finished_chats(empty_store_url: str) 
 
 
 def test_key_limits_migration_adds_columns_to_a_version_4_store(empty_store_url: str) -> None:
-    """A store at version 4 (keys without limits) gets version 5: existing keys and calls
+    """A store before version 6 (keys without limits) gets version 6: existing keys and calls
     keep working, with no budget, no expiry and nothing reserved."""
     from lumen_jupyter.store.schema import api_keys, requests_log
 
@@ -307,7 +307,7 @@ def test_key_limits_migration_adds_columns_to_a_version_4_store(empty_store_url:
                 ("lumen_requests", "key_reserved_micro"),
             ]:
                 conn.execute(text(f"ALTER TABLE {table} DROP COLUMN {column}"))
-            conn.execute(meta.delete().where(meta.c.version == 5))
+            conn.execute(meta.delete().where(meta.c.version == 6))
             conn.execute(accounts.insert().values(id=1, username="ada", created_at=now))
             conn.execute(
                 text(

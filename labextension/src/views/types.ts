@@ -157,6 +157,8 @@ export interface UsageHistory {
   series: string[];
   buckets: UsageBucket[];
   totals: Record<string, UsageValues>;
+  /** With group_by "cell": the notebook whose cells the series are. */
+  notebook?: string;
 }
 
 /** Which part of the page a host shows. */
