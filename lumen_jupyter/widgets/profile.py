@@ -88,10 +88,16 @@ class _ProfileWidget(anywidget.AnyWidget):
         hooks.register(self)
         # One refresh loop for every widget of the kernel; a re-run cell closes what its
         # previous run made, so neither widgets nor their refreshes pile up.
+        self._loaded = threading.Event()
         LOOP.add(self, refresh_interval)
         SUCCESSION.arrive(self, *current_run())
         if autoload:
-            self.refresh()
+            # Paint first, fill in: the view shows its skeleton at once and each part as
+            # it arrives; the loading happens on the refresh loop, not in the cell.
+            self.loading = True
+            LOOP.wake(self, delay=0)
+        else:
+            self._loaded.set()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {type(self.source).__name__}>"
@@ -108,7 +114,14 @@ class _ProfileWidget(anywidget.AnyWidget):
 
     def refresh(self) -> bool:
         """Load everything this view shows. Returns False (and sets ``error``) on failure."""
-        return self._load(self.parts)
+        try:
+            return self._load(self.parts)
+        finally:
+            self._loaded.set()
+
+    def wait(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the first load has finished (or failed); False on timeout."""
+        return self._loaded.wait(timeout)
 
     def refresh_soon(self) -> None:
         """Refresh off the caller's thread, shortly (what :func:`notify_call` does)."""

@@ -95,12 +95,14 @@ class RefreshLoop:
                 entry.due = _next_due(time.monotonic(), interval)
                 self._cond.notify()
 
-    def wake(self, widget: object) -> None:
-        """Refresh ``widget`` in ``delay`` seconds (a burst of wakes gives one refresh)."""
+    def wake(self, widget: object, delay: float | None = None) -> None:
+        """Refresh ``widget`` in ``delay`` seconds (default: the loop's), off the caller's
+        thread; a burst of wakes gives one refresh."""
         with self._cond:
             entry = self._entries.get(id(widget))
             if entry is not None:
-                entry.due = min(entry.due, time.monotonic() + self.delay)
+                wait = self.delay if delay is None else delay
+                entry.due = min(entry.due, time.monotonic() + wait)
                 self._cond.notify()
 
     def running(self) -> bool:

@@ -25,11 +25,14 @@ from ipywidgets.widgets.widget import _instances
 from lumen_jupyter.widgets import profile as _p
 _open = [w for w in list(_instances.values())
          if isinstance(w, _p._ProfileWidget) and not w._closed]
+_waited = all(w.wait(30) for w in _open)
 print(json.dumps({
     "threads": sorted(t.name for t in threading.enumerate()),
     "open": sorted(type(w).__name__ for w in _open),
     "sources": len({id(w.source) for w in _open}),
-    "loaded": all(w.error == "" and w.profile for w in _open if type(w).__name__ == "Profile"),
+    "loaded": _waited and all(
+        w.error == "" and w.profile for w in _open if type(w).__name__ == "Profile"
+    ),
 }))
 """
 
