@@ -154,6 +154,9 @@ REQUEST_COLUMNS = [
     "http_status",
     "estimated",
     "metered",
+    # the per-call cap (what was reserved) and no overrun
+    "cap_micro",
+    "overrun_micro",
 ]
 
 
@@ -407,6 +410,9 @@ class Seed:
                 key.last_used_at = finished
 
 
+RESERVED = REQUEST_COLUMNS.index("reserved_micro")
+
+
 # -- writing the seed --------------------------------------------------------------------
 
 
@@ -422,7 +428,7 @@ class SqliteSink:
         self.conn.executemany(
             f"INSERT INTO lumen_requests ({','.join(REQUEST_COLUMNS)}) "
             f"VALUES ({self.placeholders})",
-            [(*r[:18], int(r[18]), int(r[19])) for r in rows],
+            [(*r[:18], int(r[18]), int(r[19]), r[RESERVED], 0) for r in rows],
         )
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -473,7 +479,7 @@ class PostgresSink:
             copy.write(text)
 
     def requests(self, rows: list[tuple[Any, ...]]) -> None:
-        self._copy("lumen_requests", REQUEST_COLUMNS, rows)
+        self._copy("lumen_requests", REQUEST_COLUMNS, [(*r, r[RESERVED], 0) for r in rows])
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         self._copy(table, columns, rows)
@@ -792,7 +798,7 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"\n{backend}  (ms; floor = Jupyter GET /api)")
         floor = data["http"]["floor: jupyter GET /api"]["p50"]
         print(
-            f"{'endpoint':32} {'n':>4} {'p50':>8} {'p90':>8} {'p99':>8} {'x floor':>8} "
+            f"{'endpoint':32} {'n':>4} {'p50':>8} {'p95':>8} {'p99':>8} {'x floor':>8} "
             f"{'service':>8} {'target':>7}"
         )
         for name, row in data["http"].items():
@@ -800,7 +806,7 @@ def print_table(results: dict[str, Any]) -> None:
             target = TARGETS_MS.get(name)
             verdict = "" if target is None else ("ok" if row["p50"] <= target else "MISS")
             print(
-                f"{name:32} {row['n']:4d} {row['p50']:8.2f} {row['p90']:8.2f} {row['p99']:8.2f} "
+                f"{name:32} {row['n']:4d} {row['p50']:8.2f} {row['p95']:8.2f} {row['p99']:8.2f} "
                 f"{row['p50'] / floor:8.1f} {service!s:>8} {verdict:>7}"
             )
 
