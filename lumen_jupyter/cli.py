@@ -7,9 +7,10 @@ same :class:`~lumen_jupyter.core.service.LumenService` and the same database as
 the server - and it is safe while the server runs: every write is one short
 transaction (SQLite in WAL mode queues writers; PostgreSQL needs nothing).
 
-The database is ``--db``, else ``LUMEN_DATABASE_URL``, else the server's default
-SQLite file in the Jupyter data dir.  Pools resolve from ``--config``, else
-``LUMEN_CONFIG``, else the embedded default - the way the server resolves them.
+The database is ``--db``, else ``LUMEN_DATABASE_URL``, else the YAML's
+``app.database.url``, else the server's default SQLite file in the Jupyter data dir.
+Pools resolve from ``--config``, else ``LUMEN_CONFIG``, else the embedded default -
+the way the server resolves them.
 Bad input is one line on stderr and exit code 2; a database failure is exit 1.
 """
 
@@ -32,10 +33,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import cli_format as fmt
 from ._version import __version__
+from .cli_check import check_config
 from .core.accounts import Identity
 from .core.catalog import Catalog, PoolSpec
 from .core.clock import isoformat_z
-from .core.config import load_config_file, parse_pool
+from .core.config import load_config_file, parse_pool, resolve_database_url
 from .core.defaults import embedded_default
 from .core.errors import BadRequest, LumenError
 from .core.money import coins_to_micro, format_coins
@@ -110,9 +112,10 @@ def key_id(text: str) -> int:
     return int(text)
 
 
-def database_url(given: str | None) -> str:
-    """``--db``, else ``LUMEN_DATABASE_URL``, else the server's default SQLite file."""
-    url = given or os.environ.get("LUMEN_DATABASE_URL", "")
+def database_url(given: str | None, config: str | None = None) -> str:
+    """``--db``, else ``LUMEN_DATABASE_URL``, else the YAML's ``app.database.url``, else
+    the server's default SQLite file - the order the server follows."""
+    url = given or os.environ.get("LUMEN_DATABASE_URL", "") or _yaml_database_url(config)
     if not url:
         from jupyter_core.paths import jupyter_data_dir
 
@@ -131,6 +134,15 @@ def database_url(given: str | None) -> str:
     return url
 
 
+def _yaml_database_url(config: str | None) -> str:
+    path = config or os.environ.get("LUMEN_CONFIG", "")
+    if not path:
+        return ""
+    file = Path(path).expanduser()
+    url = load_config_file(file).database_url
+    return resolve_database_url(url, file.parent) if url else ""
+
+
 def load_catalog(config: str | None) -> Catalog:
     """The catalog the server would build: the embedded default unless a file names models."""
     path = config or os.environ.get("LUMEN_CONFIG", "")
@@ -143,7 +155,7 @@ def load_catalog(config: str | None) -> Catalog:
 
 @contextmanager
 def open_admin(args: argparse.Namespace) -> Iterator[Admin]:
-    url = database_url(getattr(args, "db", None))
+    url = database_url(getattr(args, "db", None), getattr(args, "config", None))
     catalog = load_catalog(getattr(args, "config", None))
     try:
         store = Store(url, pool_size=1)
@@ -369,6 +381,10 @@ def list_users(admin: Admin) -> list[dict[str, Any]]:
     return result
 
 
+def cmd_check_config(admin: Admin | None, args: argparse.Namespace) -> Output:
+    return check_config(args.file)
+
+
 # -- wiring ---------------------------------------------------------------------------------
 
 Handler = Callable[[Admin, argparse.Namespace], Output]
@@ -387,7 +403,8 @@ def build_parser() -> _Parser:
         parents=[common],
         description="Administer lumen-jupyter: coin pools, grants, keys and usage. "
         "Safe to run while the server is running.",
-        epilog="Database: --db, else $LUMEN_DATABASE_URL, else <jupyter data dir>/lumen/lumen.db. "
+        epilog="Database: --db, else $LUMEN_DATABASE_URL, else the YAML's app.database.url, "
+        "else <jupyter data dir>/lumen/lumen.db. "
         "Configuration: --config, else $LUMEN_CONFIG, else the embedded default.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -434,6 +451,13 @@ def build_parser() -> _Parser:
     usage.add_argument("--by", choices=list(GROUPINGS), default="model")
 
     command("users", cmd_users, "every account with its pool and balance")
+
+    check = command(
+        "check-config",
+        cmd_check_config,
+        "validate a YAML file (ours or Lumen's) and print the policy it resolves to",
+    )
+    check.add_argument("file", metavar="FILE")
     return parser
 
 
@@ -443,10 +467,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         if getattr(args, "handler", None) is None:
-            parser.error("choose a command: grant, pool, keys, revoke, usage, users (or --help)")
+            parser.error(
+                "choose a command: grant, pool, keys, revoke, usage, users, check-config "
+                "(or --help)"
+            )
         check_args(args)
-        with open_admin(args) as admin:
-            data, text = args.handler(admin, args)
+        if args.command == "check-config":  # needs no database
+            data, text = cmd_check_config(None, args)
+        else:
+            with open_admin(args) as admin:
+                data, text = args.handler(admin, args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
     except UsageError as exc:

@@ -5,27 +5,38 @@
  * - a live coin meter in the status bar (optional: Notebook 7 has no status bar),
  *   fed by the server-sent events of `lumen/api/events`;
  * - a notification when a model call is refused (consent needed, coins exhausted);
+ * - when the server's lumen could not load its configuration: "Lumen: configuration
+ *   error" in the status bar, the reason on hover, and "Lumen: Show Configuration Error";
  * - the profile panel comes back after a reload (layout restorer, optional).
  * The panel and the meter share one RestProfileController.
  */
 
 import type { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ILayoutRestorer } from '@jupyterlab/application';
-import { ICommandPalette, MainAreaWidget, Notification, WidgetTracker } from '@jupyterlab/apputils';
+import {
+  Dialog,
+  ICommandPalette,
+  MainAreaWidget,
+  Notification,
+  WidgetTracker,
+  showDialog
+} from '@jupyterlab/apputils';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { Widget } from '@lumino/widgets';
 import { absoluteTime } from './views/format';
 import { LumenEventStream, type RefusedEvent } from './lab/events';
-import { LumenRestClient } from './lab/restClient';
+import { LumenConfigError, LumenRestClient } from './lab/restClient';
 import { RestProfileController } from './lab/restController';
 import { ProfilePanel, REFRESH_SECONDS } from './lab/profilePanel';
-import { CoinStatusItem, DEFAULT_LOW_FRACTION } from './lab/statusItem';
+import { CONFIG_ERROR_TEXT, CoinStatusItem, DEFAULT_LOW_FRACTION } from './lab/statusItem';
 
 export const PLUGIN_ID = 'lumen-jupyter:plugin';
 export const OPEN_PROFILE = 'lumen:open-profile';
 export const NEW_API_KEY = 'lumen:new-api-key';
 export const REFRESH = 'lumen:refresh';
 export const REVIEW_CONSENT = 'lumen:review-consent';
+export const SHOW_CONFIG_ERROR = 'lumen:show-config-error';
 const CATEGORY = 'Lumen';
 
 /** Resolve with `find()` once it returns something, or null after `timeout` ms. */
@@ -68,7 +79,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     restorer: ILayoutRestorer | null
   ) => {
     const serverSettings = app.serviceManager.serverSettings;
-    const controller = new RestProfileController(new LumenRestClient(serverSettings));
+    const restClient = new LumenRestClient(serverSettings);
+    const controller = new RestProfileController(restClient);
+    let configError: string | null = null;
     const events = new LumenEventStream(serverSettings);
     const tracker = new WidgetTracker<MainAreaWidget<ProfilePanel>>({ namespace: 'lumen-profile' });
     let refreshSeconds = REFRESH_SECONDS;
@@ -151,8 +164,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
+    app.commands.addCommand(SHOW_CONFIG_ERROR, {
+      label: 'Lumen: Show Configuration Error',
+      caption: 'Why lumen is not running on this server',
+      isEnabled: () => configError !== null,
+      execute: async () => {
+        if (configError === null) {
+          return false;
+        }
+        const body = document.createElement('pre');
+        body.className = 'lumen-config-error';
+        body.textContent = configError;
+        await showDialog({
+          title: CONFIG_ERROR_TEXT,
+          body: new Widget({ node: body }),
+          buttons: [Dialog.okButton({ label: 'Close' })]
+        });
+        return true;
+      }
+    });
+
     if (palette) {
-      for (const command of [OPEN_PROFILE, NEW_API_KEY, REFRESH]) {
+      for (const command of [OPEN_PROFILE, NEW_API_KEY, REFRESH, SHOW_CONFIG_ERROR]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }
@@ -164,7 +197,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // The coin meter (Lab only: Notebook 7 has no status bar).
     let item: CoinStatusItem | null = null;
     if (statusBar) {
-      item = new CoinStatusItem(() => void app.commands.execute(OPEN_PROFILE));
+      item = new CoinStatusItem(
+        () => void app.commands.execute(configError === null ? OPEN_PROFILE : SHOW_CONFIG_ERROR)
+      );
       item.id = 'lumen-coin-status';
       statusBar.registerStatusItem('lumen-jupyter:coins', { item, align: 'left', rank: 100 });
     }
@@ -242,8 +277,41 @@ const plugin: JupyterFrontEndPlugin<void> = {
         .catch(err => console.warn('lumen-jupyter: settings not loaded', err));
     }
 
-    // Live updates: only with something to show them (the meter or notifications).
-    void app.restored.then(() => events.start());
+    const showConfigError = (message: string): void => {
+      configError = message;
+      meter?.setConfigError(message);
+      app.commands.notifyCommandChanged(SHOW_CONFIG_ERROR);
+      Notification.error(message, {
+        autoClose: false,
+        actions: [
+          {
+            label: 'Show',
+            caption: 'Show the whole message',
+            callback: () => void app.commands.execute(SHOW_CONFIG_ERROR)
+          }
+        ]
+      });
+    };
+
+    // Live updates: only with something to show them (the meter or notifications); a
+    // lumen whose configuration failed to load has none to give, and says why.
+    void app.restored
+      .then(() => restClient.profile())
+      .then(
+        profile => {
+          if (profile?.pool) {
+            meter?.setPool(profile.pool);
+          }
+          events.start();
+        },
+        err => {
+          if (err instanceof LumenConfigError) {
+            showConfigError(err.message);
+          } else {
+            events.start();
+          }
+        }
+      );
   }
 };
 

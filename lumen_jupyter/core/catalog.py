@@ -8,7 +8,7 @@ keys, consents, usage - lives in the store.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 
@@ -143,12 +143,68 @@ class Catalog:
     default_pool: PoolSpec | None = None
     default_rule: Rule = Rule.BLOCKED
     require_consent: bool = True
+    #: ``app.database.url``: the store when no trait or environment variable names one.
+    database_url: str | None = None
+    #: ``rate_limiting.limit`` as calls per minute, when the file sets one.
+    rate_limit_per_minute: int | None = None
+    #: ``admins``: read and shown, but no web administration exists here.
+    admins: tuple[str, ...] = ()
+    #: Keys the file sets that have no effect here, by dotted path (logged at start).
+    unused_keys: tuple[str, ...] = ()
 
     def user(self, username: str) -> UserSpec:
         return self.users.get(username) or UserSpec(name=username)
 
     def groups_of(self, username: str, extra: frozenset[str] = frozenset()) -> list[GroupSpec]:
-        """The active groups ``username`` belongs to (config membership plus ``extra``)."""
+        """The active groups ``username`` belongs to.
+
+        Config membership (``members``, the user's ``groups``), plus ``extra``, plus
+        the groups everyone is in: a group named ``default`` and the ``groups`` of
+        the ``users.default`` entry (Lumen's meaning of both).
+        """
         names = set(extra) | set(self.user(username).groups)
         names |= {g.name for g in self.groups.values() if username in g.members}
+        names.add(EVERYONE)
+        if EVERYONE in self.users:
+            names |= self.users[EVERYONE].groups
         return [self.groups[n] for n in sorted(names) if n in self.groups and self.groups[n].active]
+
+    def user_key(self, username: str, email: str | None = None) -> str | None:
+        """The ``users`` entry that describes this user, if any.
+
+        An entry may be keyed by the username or by the user's email (Lumen keys
+        users by email); keys and emails compare case-insensitively.
+        """
+        if username in self.users:
+            return username
+        wanted = {username.casefold()} | ({email.casefold()} if email else set())
+        for key in self.users:
+            if key != EVERYONE and key.casefold() in wanted:
+                return key
+        return None
+
+    def for_user(self, username: str, email: str | None = None) -> Catalog:
+        """This catalog with the user's entry and group memberships found under ``username``.
+
+        A server serves one user; entries keyed (or members listed) by that user's
+        email are moved to the username, so every lookup by username finds them.
+        """
+        wanted = {username.casefold()} | ({email.casefold()} if email else set())
+        users = dict(self.users)
+        key = self.user_key(username, email)
+        if key is not None and key != username:
+            spec = users.pop(key)
+            users[username] = replace(
+                spec, name=username, email=spec.email or (key if "@" in key else None)
+            )
+        groups = {
+            name: replace(group, members=group.members | {username})
+            if any(m.casefold() in wanted for m in group.members)
+            else group
+            for name, group in self.groups.items()
+        }
+        return replace(self, users=users, groups=groups)
+
+
+EVERYONE = "default"
+"""A group, or a ``users`` entry, of this name applies to every user."""

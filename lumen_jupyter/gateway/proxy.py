@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -23,7 +22,7 @@ from tornado import web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
-from ..core import billing
+from ..core import billing, strict_json
 from ..core.catalog import EndpointSpec, ModelSpec
 from ..core.errors import (
     AuthenticationFailed,
@@ -38,6 +37,7 @@ from ..core.errors import (
     UpstreamUnavailable,
 )
 from ..core.money import micro_to_coins
+from ..core.redact import redact
 from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.accountant import Accountant
@@ -76,12 +76,9 @@ CONVERSATION_HEADER = "X-Lumen-Conversation"
 SOURCE_HEADER = "X-Lumen-Source"
 
 
-_SECRET_LIKE = re.compile(r"\b(?:sk|lkt|key)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
-
-
 def mask_secrets(text: str) -> str:
-    """Hide anything shaped like an API key in text that came from an upstream."""
-    return _SECRET_LIKE.sub("[redacted]", text)
+    """Hide the configured upstream keys, and anything shaped like a key, in relayed text."""
+    return redact(text)
 
 
 class UpstreamTimeout(LumenError):
@@ -293,17 +290,36 @@ class ModelCallHandler(GatewayHandler):
     # -- request parsing ------------------------------------------------------------------
 
     def parse_body(self) -> dict[str, Any]:
+        """The request as a JSON object whose fields have the types OpenAI gives them."""
         if self._too_large:
             raise PayloadTooLarge(self._too_large_message())
-        try:
-            body = json.loads(bytes(self._body))
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("The request body is not valid JSON", code="invalid_json") from None
+        body = strict_json.loads(bytes(self._body))
         if not isinstance(body, dict):
             raise BadRequest("The request body must be a JSON object", code="invalid_json")
         model = body.get("model")
         if not isinstance(model, str) or not model:
             raise BadRequest("'model' is required", param="model", code="missing_model")
+        # Fields whose type is checked before anything acts on them (null means absent).
+        typed: tuple[tuple[str, type, str], ...] = (
+            ("stream", bool, "true or false"),
+            ("stream_options", dict, "an object"),
+            ("messages", list, "a list of message objects"),
+            ("user", str, "a string"),
+        )
+        for name, kind, what in typed:
+            value = body.get(name)
+            if value is not None and not isinstance(value, kind):
+                raise BadRequest(f"'{name}' must be {what}", param=name, code="invalid_type")
+        messages = body.get("messages")
+        if messages is not None and not all(isinstance(m, dict) for m in messages):
+            raise BadRequest("each message must be an object", param="messages")
+        options = body.get("stream_options")
+        if options is not None and not isinstance(options.get("include_usage", False), bool):
+            raise BadRequest(
+                "'stream_options.include_usage' must be true or false",
+                param="stream_options",
+                code="invalid_type",
+            )
         return body
 
     def input_tokens(self, body: dict[str, Any]) -> int:
@@ -416,16 +432,17 @@ class ModelCallHandler(GatewayHandler):
         self.gateway.upstreams.record_request(admission.model.name)
         body = self.capped(body, admission)
         self._output_limit = admission.output_budget * choices
-        if admission.key_id is not None:
+        streaming = bool(body.get("stream")) and generates
+        if streaming and admission.key_id is not None:  # a revocation stops it
             self.gateway.track(admission.key_id, self)
         settled = False
         try:
-            if body.get("stream") and self.endpoint_kind != "embeddings":
+            if streaming:
                 settled = await self.relay_stream(admission, body, input_tokens)
             else:
                 settled = await self.relay_once(admission, body, input_tokens)
         finally:
-            if admission.key_id is not None:
+            if streaming and admission.key_id is not None:
                 self.gateway.untrack(admission.key_id, self)
             if not settled:
                 await self.book(

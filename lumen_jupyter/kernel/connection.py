@@ -2,8 +2,11 @@
 
 In a kernel started by a Jupyter server running lumen-jupyter, the server put two
 variables in the kernel's environment: ``LUMEN_JUPYTER_URL`` (the server's root
-URL, base_url included) and ``LUMEN_KERNEL_TOKEN`` (an ``lkt_`` credential valid
-for this server's lifetime, on both ``lumen/api`` and ``lumen/v1``).  Elsewhere -
+URL, base_url included) and ``LUMEN_KERNEL_TOKEN`` (an ``lkt_`` credential of
+this kernel, valid while it runs, on both ``lumen/api`` and ``lumen/v1``).
+The credential is taken out of ``os.environ`` when this module is imported
+(``%load_ext lumen_jupyter`` or any use of the client) and kept in memory, so
+``!env`` and the subprocesses of the kernel do not see it.  Elsewhere -
 a script, a terminal, another machine - ``LUMEN_BASE_URL`` names either a
 lumen-jupyter server root or any OpenAI-compatible base URL ending in ``/v1``
 (plain Lumen, vLLM ...), and ``LUMEN_API_KEY`` holds a personal ``sk_`` key.
@@ -28,6 +31,26 @@ API_KEY_ENV = "LUMEN_API_KEY"
 
 KERNEL = "kernel"
 KEY = "key"
+
+_taken: dict[str, str] = {}
+"""The kernel credential once taken out of ``os.environ`` (at most one entry)."""
+
+
+def take_kernel_credential() -> str:
+    """This kernel's credential, removed from ``os.environ`` on first read.
+
+    A credential found in the environment again (a test, or a caller that sets
+    it) replaces the one kept.
+    """
+    found = os.environ.pop(KERNEL_TOKEN_ENV, "").strip()
+    if found:
+        _taken[KERNEL_TOKEN_ENV] = found
+    return _taken.get(KERNEL_TOKEN_ENV, "")
+
+
+def forget_kernel_credential() -> None:
+    """Drop the kept credential (for tests that change the environment)."""
+    _taken.clear()
 
 
 class RawKey(str):
@@ -124,9 +147,12 @@ def discover(
     env: Mapping[str, str] | None = None,
 ) -> Connection:
     """Find the gateway: explicit arguments, else the kernel's, else LUMEN_BASE_URL."""
-    env = os.environ if env is None else env
+    if env is None:
+        env = os.environ
+        kernel_token = take_kernel_credential()
+    else:
+        kernel_token = env.get(KERNEL_TOKEN_ENV, "").strip()
     kernel_url = env.get(KERNEL_URL_ENV, "").strip()
-    kernel_token = env.get(KERNEL_TOKEN_ENV, "").strip()
     if base_url is None and api_key is None and kernel_url and kernel_token:
         v1, api = urls_for(kernel_url)
         return Connection(v1, api, kernel_token, kind=KERNEL, origin="kernel started by Jupyter")
@@ -155,3 +181,6 @@ def discover(
     kind = KERNEL if api_key.startswith("lkt_") else KEY
     origin = BASE_URL_ENV if base_url == env.get(BASE_URL_ENV, "").strip() else "arguments"
     return Connection(v1, api, api_key, kind=kind, origin=origin)
+
+
+take_kernel_credential()  # at import: before any subprocess of the kernel can inherit it

@@ -64,6 +64,10 @@ class LumenAPIError(Exception):
         return [f"LumenAPIError: {self.one_line()}"]
 
 
+CONFIG_ERROR = "lumen_config_error"
+"""The server's lumen could not load its configuration: every call says why."""
+
+
 def error_from_body(
     status: int,
     body: Any,
@@ -129,6 +133,9 @@ def advice(error: LumenAPIError) -> str:
     what = f"'{model}'" if model else "this model"
     if code in (NOT_CONFIGURED, NO_PROFILE_API, CONNECTION_ERROR):
         return error.message
+    if code == CONFIG_ERROR:
+        text = " ".join(error.message.split()).rstrip(".")
+        return f"{text[:1].upper()}{text[1:]} (fix the file, then restart the Jupyter server)."
     if code == "unauthenticated":
         return f"Not authenticated: {error.message.rstrip('.')}."
     if error.status == 401 or code in ("invalid_api_key", "missing_api_key"):

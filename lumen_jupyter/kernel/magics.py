@@ -30,7 +30,7 @@ from .client import LumenClient
 from .errors import LumenAPIError
 from .parsing import HelpShown, chat_parser, interpolate, line_parser, parse, split_line
 from .render import Fields, Notice, Stack
-from .reveal import OneTimeDisplays, ipython_publisher
+from .reveal import HEADLESS, NOTEBOOK, OneTimeDisplays, front_end, ipython_publisher
 from .usage_views import estimate_view, help_view, usage_chart, usage_totals
 from .views import (
     balance_line,
@@ -66,8 +66,8 @@ class LumenMagics(Magics):
     ).tag(config=True)
     key_reveal_seconds = Float(
         60.0,
-        help="A new key is shown this long (or until the next cell runs), then replaced by "
-        "its hint. Keep it below the front end's autosave interval (JupyterLab: 120 s).",
+        help="A new key can be shown this long after it is created (in a notebook, by the "
+        "widget that asks the kernel for it; in a terminal, until the next cell runs).",
     ).tag(config=True)
     raise_errors = Bool(
         False, help="Raise LumenAPIError instead of showing one line (stops Run All)."
@@ -237,6 +237,7 @@ class LumenMagics(Magics):
                 raise UsageError(f"%lumen keys new: {save} exists; choose another file")
         created = client.create_key(name)
         raw = str(created.pop("key"))
+        where = front_end(self.shell)
         if target is not None:
             descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with open(descriptor, "w", encoding="utf-8") as handle:
@@ -248,6 +249,14 @@ class LumenMagics(Magics):
                     "ok",
                 )
             )
+            return
+        if where == HEADLESS:
+            self._show(Notice(headless_key_advice(created), "warn"))
+            return
+        if where == NOTEBOOK:
+            from lumen_jupyter.widgets.new_key import NewKey
+
+            self._show(NewKey(created, raw, self.key_reveal_seconds))
             return
         self.one_time.show(
             key_reveal(created, raw, self.key_reveal_seconds),
@@ -428,6 +437,19 @@ class LumenMagics(Magics):
                 raise error
 
         self._run(run)
+
+
+def headless_key_advice(created: dict[str, Any]) -> str:
+    """What a headless run shows instead of a new key."""
+    name = created.get("name") or "(unnamed)"
+    key_id = created.get("id")
+    return (
+        f"API key '{name}' (id {key_id}, {created.get('hint')}) was created, but this "
+        "notebook is run without a front end (nbclient, nbconvert, papermill), so its value "
+        "is not shown: the notebook would keep it. Use `%lumen keys new NAME --save FILE` "
+        "to write a key to a file readable by you only; revoke this one with "
+        f"`%lumen keys revoke {key_id}`."
+    )
 
 
 def _matplotlib_chart(history: dict[str, Any], metric: str) -> Any:

@@ -1,9 +1,20 @@
-"""Show a secret once, then replace it so that no saved notebook ever contains it.
+"""Show a secret once, where no saved notebook can keep it.
+
+Where the key may be shown depends on who runs the code (:func:`front_end`):
+
+* a notebook with a person at it (a kernel whose execute request allows stdin,
+  as JupyterLab's do): the key goes through a widget's custom message, never an
+  output or a trait (:mod:`lumen_jupyter.widgets.new_key`);
+* a headless run (nbclient, nbconvert, papermill: a kernel whose requests do not
+  allow stdin, with no one to copy the key before the notebook is written): the
+  key is not shown at all, only advice to write it to a file with ``--save``;
+* a terminal or another shell without a kernel: nothing is saved, so the key is
+  shown in a one-time display, described below.
 
 A notebook file keeps every output's ``data``; there is no field that a front end
-renders but never saves.  So a new key is shown in a display with a
-``display_id`` and replaced (``update_display_data``) by a placeholder that names
-only the key's hint:
+renders but never saves.  So a one-time display has a ``display_id`` and is
+replaced (``update_display_data``) by a placeholder that names only the key's
+hint:
 
 * when the next cell starts to run (a ``pre_run_cell`` hook) - the update is then
   sent as part of that execution, so every front end applies it, headless
@@ -25,6 +36,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .render import View
+
+NOTEBOOK = "notebook"
+HEADLESS = "headless"
+CONSOLE = "console"
+
+
+def front_end(shell: Any) -> str:
+    """``notebook``, ``headless`` or ``console``: where a secret may be shown (see above)."""
+    kernel = getattr(shell, "kernel", None)
+    if kernel is None:
+        return CONSOLE
+    return NOTEBOOK if getattr(kernel, "_allow_stdin", False) else HEADLESS
+
 
 Publisher = Callable[[View, str, bool], None]
 """``publish(view, display_id, update)``: show or update a display."""

@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import gc
 import getpass
+import inspect
+import logging
 import os
-import secrets
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Enum, Float, Int, List, Unicode, default
@@ -25,19 +28,21 @@ from traitlets import Bool, Enum, Float, Int, List, Unicode, default
 from .._version import __version__
 from ..core.accounts import Identity
 from ..core.catalog import Catalog
-from ..core.config import load_config_file
+from ..core.config import load_config_file, resolve_database_url
 from ..core.defaults import embedded_default
+from ..core.errors import ConfigError
 from ..core.keys import load_or_create_secret
+from ..core.redact import install_log_filter, redact
 from ..core.service import LumenService
 from ..store import Store, sqlite_url
 from .accountant import Accountant
-from .auth import KERNEL_TOKEN_PREFIX
+from .auth import DEFAULT_MAX_BODY_BYTES
+from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
 from .events import EventHub
-from .handlers import api_routes
+from .handlers import api_routes, unavailable_routes
 from .instance import InstanceKeeper
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
-KERNEL_TOKEN_ENV = "LUMEN_KERNEL_TOKEN"
 KERNEL_ROOT_ENV = "LUMEN_JUPYTER_ROOT"
 
 
@@ -98,6 +103,23 @@ class LumenJupyter(ExtensionApp):
     max_request_bytes = Int(
         10 * 1024 * 1024, config=True, help="Largest model request body accepted (413 above)."
     )
+    max_body_bytes = Int(
+        DEFAULT_MAX_BODY_BYTES,
+        config=True,
+        help="Largest REST request body accepted under lumen/api (413 above).",
+    )
+    idle_connection_timeout = Float(
+        300.0,
+        config=True,
+        help="Seconds the server waits for the next request on an open HTTP connection "
+        "before closing it (applies to the whole Jupyter server; 0: tornado's 1 hour).",
+    )
+    body_timeout = Float(
+        120.0,
+        config=True,
+        help="Seconds a request body may take to arrive before the connection is closed "
+        "(applies to the whole Jupyter server; 0: no limit).",
+    )
     default_max_output_tokens = Int(
         4096,
         config=True,
@@ -133,6 +155,11 @@ class LumenJupyter(ExtensionApp):
         """Where the SQLite store and the key secret live: ``<jupyter data dir>/lumen``."""
         return Path(jupyter_data_dir()) / "lumen"
 
+    #: Why lumen could not start (shown by every lumen route as a 503), or ``None``.
+    config_error: str | None = None
+    gateway: Any = None
+    demo: Any = None
+
     def load_catalog(self, demo_url: str | None) -> Catalog:
         base = embedded_default(demo_url) if demo_url else Catalog()
         if not self.config_file:
@@ -151,11 +178,57 @@ class LumenJupyter(ExtensionApp):
         return not probe.models
 
     def initialize_settings(self) -> None:
+        """Start lumen; a configuration that fails to load leaves it loudly unavailable.
+
+        Jupyter then runs on, every lumen route answers 503 with the reason, and
+        the kernels and the status bar say so - never a server that looks fine but
+        enforces nothing.
+        """
+        self.started_at = datetime.now(UTC)
+        # Kernels get their credential even when lumen fails to start: it is how they
+        # learn why (a 503 with the reason) instead of a bare refusal.
+        self.kernel_credentials = KernelCredentials()
+        os.environ.pop(KERNEL_TOKEN_ENV, None)  # never inherited from whoever started us
+        manager = getattr(self.serverapp, "kernel_manager", None)
+        if manager is not None:
+            self.kernel_credentials.attach(manager)
+        try:
+            self._initialize_lumen()
+        except ConfigError as exc:
+            self._fail(f"lumen configuration error: {exc.message}")
+        except Exception as exc:  # a database that cannot be opened, a bad secret file ...
+            self.log.exception("lumen: could not start")
+            self._fail(f"lumen could not start: {type(exc).__name__} (see the server log)")
+
+    def _fail(self, message: str) -> None:
+        self.config_error = message
+        self.gateway = None
+        self.log.error("%s; every lumen route answers 503 until the server restarts", message)
+        self.settings.update(
+            {
+                "lumen_config_error": message,
+                "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_app": self,
+            }
+        )
+        self._publish_kernel_environment()
+
+    def _yaml_database_url(self) -> str:
+        """``app.database.url`` of the YAML file, when no trait or variable names a store."""
+        if not self.config_file:
+            return ""
+        path = Path(self.config_file).expanduser()
+        url = load_config_file(path).database_url
+        return resolve_database_url(url, path.parent) if url else ""
+
+    def _initialize_lumen(self) -> None:
         from ..gateway.demo_backend import DemoBackend
 
-        self.started_at = datetime.now(UTC)
-        url = self.database_url or sqlite_url(self.lumen_dir() / "lumen.db")
+        from_yaml = "" if self.database_url else self._yaml_database_url()
+        url = self.database_url or from_yaml or sqlite_url(self.lumen_dir() / "lumen.db")
         self.store = Store(url)
+        if from_yaml:
+            _refuse_a_lumen_database(self.store)
         self.store.migrate()
         secret_path = Path(self.secret_file) if self.secret_file else self.lumen_dir() / "secret"
         secret = load_or_create_secret(secret_path)
@@ -165,7 +238,15 @@ class LumenJupyter(ExtensionApp):
             self.demo = DemoBackend(enable_control=False)
             self.demo.listen()
             demo_url = self.demo.base_url
-        catalog = self.load_catalog(demo_url)
+        catalog = self.load_catalog(demo_url).for_user(self.username, self.email or None)
+        if catalog.unused_keys:
+            self.log.info(
+                "lumen: configuration keys read but not used here: %s",
+                ", ".join(catalog.unused_keys),
+            )
+        configured = self.config.get(type(self).__name__) or {}
+        if catalog.rate_limit_per_minute is not None and "rate_limit_per_minute" not in configured:
+            self.rate_limit_per_minute = catalog.rate_limit_per_minute
         self.service = LumenService(
             self.store, catalog, secret, strict_billing=self.billing_mode == "strict"
         )
@@ -182,19 +263,19 @@ class LumenJupyter(ExtensionApp):
         self.instance_keeper.start(self.started_at)
         # SQLite serializes writers anyway; more threads only add lock waits to the tail
         # latency, so it gets one thread unless ``db_threads`` is configured explicitly.
-        configured = "db_threads" in (self.config.get(type(self).__name__) or {})
-        sqlite_default = self.store.dialect == "sqlite" and not configured
+        sqlite_default = self.store.dialect == "sqlite" and "db_threads" not in configured
         threads = 1 if sqlite_default else self.db_threads
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
-        self.kernel_token = KERNEL_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self._guard_secrets(catalog)
         self.settings.update(
             {
                 "lumen_service": self.service,
                 "lumen_executor": self.executor,
                 "lumen_accountant": self.accountant,
                 "lumen_identity": self.identity,
-                "lumen_kernel_token": self.kernel_token,
+                "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_max_body_bytes": self.max_body_bytes,
                 "lumen_events": EventHub(self._read_pool),
                 "lumen_app": self,
             }
@@ -221,13 +302,53 @@ class LumenJupyter(ExtensionApp):
         self.settings["lumen_gateway"] = gateway
         return gateway
 
-    def _publish_kernel_environment(self) -> None:
-        """Tell kernels started by this server where the gateway is and how to call it.
+    def _guard_secrets(self, catalog: Catalog) -> None:
+        """Mask the upstream keys in errors and logs."""
+        redact.add(
+            endpoint.api_key.reveal()
+            for model in catalog.models.values()
+            for endpoint in model.endpoints
+            if endpoint.api_key
+        )
+        loggers = [
+            self.log,
+            logging.getLogger("lumen_jupyter"),
+            logging.getLogger("tornado.access"),
+            logging.getLogger("tornado.application"),
+            logging.getLogger("tornado.general"),
+        ]
+        if self.serverapp is not None:
+            loggers.append(self.serverapp.log)
+        loggers += [
+            logging.getLogger(name)
+            for name in list(logging.root.manager.loggerDict)
+            if name.startswith("lumen_jupyter.")
+        ]
+        install_log_filter(loggers)
 
-        The credential is scoped to this user and this server's lifetime; it is
-        not an upstream secret and is never written to a notebook.  Like any
-        variable of the server's environment, terminals started by this server
-        inherit it too: they run as the same user, who may call the gateway anyway.
+    def _apply_connection_timeouts(self) -> None:
+        """Close connections that send nothing, or send a body too slowly.
+
+        jupyter_server builds its HTTP server without tornado's timeouts (an idle
+        connection is kept an hour, a slow body forever); the server reads them
+        from its connection parameters for every new connection, so they are set
+        there once it exists.
+        """
+        server = getattr(self.serverapp, "http_server", None)
+        params = getattr(server, "conn_params", None)
+        if params is None:
+            return
+        if self.idle_connection_timeout > 0:
+            params.header_timeout = self.idle_connection_timeout
+        if self.body_timeout > 0:
+            params.body_timeout = self.body_timeout
+
+    def _publish_kernel_environment(self) -> None:
+        """Tell kernels started by this server where the gateway is.
+
+        The credential is not here: each kernel gets its own in the environment
+        it is started with (see :mod:`.credentials`), so the server's environment,
+        which terminals inherit, holds none.
         """
         server = self.serverapp
         assert server is not None
@@ -239,17 +360,19 @@ class LumenJupyter(ExtensionApp):
         scheme = "https" if server.certfile else "http"
         url = f"{scheme}://{host}:{server.port}{server.base_url}"
         os.environ[KERNEL_URL_ENV] = url
-        os.environ[KERNEL_TOKEN_ENV] = self.kernel_token
         # Lets kernels report notebook paths relative to the server's root, as Jupyter shows them.
         os.environ[KERNEL_ROOT_ENV] = str(server.root_dir)
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)  # type: ignore[no-untyped-call]
         self._publish_kernel_environment()  # the port is final once the server listens
+        self._apply_connection_timeouts()
         self._route_first()
         if self.gateway is not None:
             self.gateway.start_background_tasks()
-        self.instance_keeper.run_in_background(self.accountant, self.executor)
+        keeper = getattr(self, "instance_keeper", None)  # absent when the start-up failed
+        if keeper is not None:
+            keeper.run_in_background(self.accountant, self.executor)
         # Move everything alive after start-up out of the collector's reach: a full
         # collection of the running server then takes ~1.5 ms instead of ~190 ms.
         gc.collect()
@@ -272,20 +395,50 @@ class LumenJupyter(ExtensionApp):
 
     def initialize_handlers(self) -> None:
         # jupyter_server prefixes every pattern with base_url.
+        if self.config_error is not None:
+            self.handlers.extend(unavailable_routes("lumen"))
+            return
         self.handlers.extend(api_routes("lumen/api"))
         if self.gateway is not None:
             self.handlers.extend(self.gateway.routes("lumen/v1"))
 
     async def stop_extension(self) -> None:
-        if self.gateway is not None:
-            await self.gateway.close()
-        await self.instance_keeper.stop()
-        self.settings["lumen_events"].close()
-        if self.demo is not None:
-            await self.demo.stop()
-        self.accountant.close()
-        self.executor.shutdown(wait=False)
-        self.store.dispose()
+        """Release what was started, in order; never raises, so the server always stops
+        (also after a start-up that failed half way)."""
+        for name, stop in _STOPS:
+            part = getattr(self, name, None)
+            if part is None:
+                continue
+            try:
+                result = stop(part)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                self.log.exception("lumen: stopping the %s failed", name)
+        events = self.settings.get("lumen_events")
+        if events is not None:
+            events.close()
+
+
+_STOPS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("gateway", lambda gateway: gateway.close()),
+    ("instance_keeper", lambda keeper: keeper.stop()),
+    ("demo", lambda demo: demo.stop()),
+    ("accountant", lambda accountant: accountant.close()),
+    ("executor", lambda executor: executor.shutdown(wait=False)),
+    ("store", lambda store: store.dispose()),
+)
+
+
+def _refuse_a_lumen_database(store: Store) -> None:
+    """A database of Lumen itself is not ours to migrate: its tables would clash with ours."""
+    names = set(sqlalchemy.inspect(store.engine).get_table_names())
+    if {"model_configs", "entities"} & names:
+        store.dispose()
+        raise ConfigError(
+            "app.database.url names a database that holds Lumen's own tables; give "
+            "lumen-jupyter a database of its own (c.LumenJupyter.database_url)"
+        )
 
 
 def _serves_lumen(rule: Any) -> bool:

@@ -6,11 +6,13 @@ Three kinds of caller reach the server:
   by jupyter_server's identity provider and authorized by its authorizer
   (resource ``lumen``), with XSRF enforced for cookie-based writes;
 * a kernel started by this server, holding the *kernel credential* the server
-  put in its environment - accepted on the REST API and the model gateway;
+  put in its environment (one per kernel, see :mod:`.credentials`) - accepted
+  on the REST API and the model gateway;
 * a script holding a personal ``sk_`` key - accepted on the model gateway only.
 
 Bearer credentials never fall through to Jupyter's token check, and a key is
-never accepted in a query string.
+never accepted in a query string.  Request lines are logged with their query
+values hidden, and REST bodies are read only up to a limit.
 """
 
 from __future__ import annotations
@@ -29,13 +31,23 @@ from jupyter_server.base.handlers import APIHandler
 from jupyter_server.log import log_request as jupyter_log_request
 from jupyter_server.prometheus.metrics import HTTP_REQUEST_DURATION_SECONDS
 from tornado import web
+from tornado.http1connection import HTTP1Connection
 
+from ..core import strict_json
 from ..core.accounts import Identity
-from ..core.errors import AuthenticationFailed, BadRequest, LumenError, PermissionDenied
-from ..core.keys import KEY_PREFIX, same_digest
+from ..core.errors import (
+    AuthenticationFailed,
+    BadRequest,
+    LumenError,
+    PayloadTooLarge,
+    PermissionDenied,
+)
+from ..core.keys import KEY_PREFIX
+from ..core.redact import redact_uri
 from ..core.service import LumenService
+from .credentials import KERNEL_TOKEN_PREFIX, KernelCredentials
 
-KERNEL_TOKEN_PREFIX = "lkt_"
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 T = TypeVar("T")
 
@@ -62,6 +74,14 @@ def is_lumen_credential(token: str | None) -> bool:
     return bool(token) and (
         token.startswith(KEY_PREFIX) or token.startswith(KERNEL_TOKEN_PREFIX)  # type: ignore[union-attr]
     )
+
+
+class ConfigurationFailed(LumenError):
+    """lumen is not running: its configuration failed to load (every route says why)."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "lumen_config_error"
 
 
 class LumenHandler(APIHandler):
@@ -95,6 +115,9 @@ class LumenHandler(APIHandler):
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
     async def prepare(self) -> None:  # type: ignore[override]
+        failure = self.settings.get("lumen_config_error")
+        if failure is not None:
+            await self._refuse_while_unconfigured(failure)
         token = bearer_token(self)
         if is_lumen_credential(token):
             assert token is not None
@@ -106,6 +129,22 @@ class LumenHandler(APIHandler):
             return
         await super().prepare()
 
+    async def _refuse_while_unconfigured(self, failure: str) -> None:
+        """503 with the reason to a caller this server knows; no details to anyone else."""
+        token = bearer_token(self)
+        if is_lumen_credential(token):
+            assert token is not None
+            self._lumen_bearer = True
+            credentials: KernelCredentials = self.settings["lumen_kernel_credentials"]
+            if credentials.valid(token):
+                raise ConfigurationFailed(failure)
+            # A personal key cannot be checked without the store: say only that lumen is down.
+            raise ConfigurationFailed("lumen is unavailable: its configuration failed to load")
+        await super().prepare()
+        if not self.current_user:
+            raise web.HTTPError(403, "Authentication required")
+        raise ConfigurationFailed(failure)
+
     def check_xsrf_cookie(self) -> None:
         if self._lumen_bearer:
             return None  # no cookie is involved, so no cross-site forgery is possible
@@ -114,10 +153,13 @@ class LumenHandler(APIHandler):
     async def _principal_from_bearer(self, token: str) -> Principal:
         identity = self.identity
         if token.startswith(KERNEL_TOKEN_PREFIX):
-            if same_digest(token, self.settings["lumen_kernel_token"]):
+            credentials: KernelCredentials = self.settings["lumen_kernel_credentials"]
+            if credentials.valid(token):
                 account = await self._account_of(identity.username)
                 return Principal(identity, account, "kernel")
-            raise AuthenticationFailed("Invalid kernel credential; restart the kernel")
+            raise AuthenticationFailed(
+                "Invalid kernel credential: its kernel has stopped; restart the kernel"
+            )
         if not self.accepts_personal_keys:
             raise PermissionDenied(
                 "Personal API keys work on the model API (/lumen/v1) only", code="key_not_allowed"
@@ -152,14 +194,14 @@ class LumenHandler(APIHandler):
         self._principal = Principal(self.identity, account, "session")
         return self._principal
 
+    def raw_body(self) -> bytes:
+        return self.request.body
+
     def json_body(self) -> dict[str, Any]:
-        raw = self.request.body
+        raw = self.raw_body()
         if not raw:
             return {}
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("The request body is not valid JSON") from None
+        data = strict_json.loads(raw, code="invalid_request")
         if not isinstance(data, dict):
             raise BadRequest("The request body must be a JSON object")
         return data
@@ -223,12 +265,64 @@ class LumenHandler(APIHandler):
             if log_function.keywords.get("record_prometheus_metrics", True):
                 record_request_time(self)
             return
+        # Query values may hold anything, keys included: the log shows them hidden.
+        self.request.uri = redact_uri(self.request.uri or "")
         super()._log()
+
+    def _request_summary(self) -> str:
+        request = self.request
+        return f"{request.method} {redact_uri(request.uri or '')} ({request.remote_ip})"
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, LumenError):
             return  # an expected answer, already sent as JSON; nothing secret to log
         super().log_exception(typ, value, tb)
+
+
+@web.stream_request_body
+class RestHandler(LumenHandler):
+    """A REST endpoint: its body is read only up to ``max_body_bytes`` (413 above).
+
+    A handler that is not streamed gets its whole body read into memory by tornado
+    before any of its code runs (up to jupyter_server's 512 MB); streamed, it can
+    refuse a declared length at once and stop a chunked body at the limit.
+    """
+
+    _rest_body: bytearray | None = None
+    _body_refused = False
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.settings.get("lumen_max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"The request body is larger than the limit of {self.max_body_bytes} bytes"
+        )
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        self._rest_body = bytearray()
+        declared = self.request.headers.get("Content-Length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise self._too_large()
+        connection = self.request.connection
+        if isinstance(connection, HTTP1Connection):
+            connection.set_max_body_size(self.max_body_bytes * 2)
+        await super().prepare()
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._body_refused or self._rest_body is None:
+            return
+        self._rest_body += chunk
+        if len(self._rest_body) > self.max_body_bytes:
+            self._body_refused = True
+            self._rest_body = bytearray()
+            self.send_error_json(self._too_large())
+
+    def raw_body(self) -> bytes:
+        if self._body_refused:
+            raise self._too_large()
+        return bytes(self._rest_body or b"")
 
 
 _TIMERS: dict[tuple[str, type, int], Any] = {}
@@ -267,6 +361,8 @@ def lumen_endpoint(action: str) -> Callable[[Callable[..., Awaitable[None]]], Ca
     def decorate(method: Callable[..., Awaitable[None]]) -> Callable[..., Any]:
         @functools.wraps(method)
         async def wrapper(self: LumenHandler, *args: Any, **kwargs: Any) -> None:
+            if self._finished:  # answered (413) while the body was still arriving
+                return
             await self.principal(action)
             try:
                 await method(self, *args, **kwargs)

@@ -7,10 +7,13 @@ serializes.  Unknown or malformed input is a 400 with a clear message.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from tornado import web
+
 from ..core.errors import BadRequest
-from .auth import LumenHandler, lumen_endpoint
+from .auth import LumenHandler, RestHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
 
@@ -27,19 +30,23 @@ def _flag(handler: LumenHandler, name: str) -> bool:
     raise BadRequest(f"{name} must be true or false", param=name)
 
 
+_KEY_ID = re.compile(r"[0-9]{1,12}")
+
+
 def _key_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 12:
+    # ASCII digits only: str.isdigit() also takes "²" and "①", and int() reads "٣" as 3.
+    if not _KEY_ID.fullmatch(raw):
         raise BadRequest("a key id is a positive whole number", param="id")
     return int(raw)
 
 
-class ProfileHandler(LumenHandler):
+class ProfileHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         self.send_json(await self.run(self.service.profile, self.identity))
 
 
-class KeysHandler(LumenHandler):
+class KeysHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         include = _flag(self, "include_revoked")
@@ -56,7 +63,7 @@ class KeysHandler(LumenHandler):
         self.send_json(created, status=201)
 
 
-class KeyHandler(LumenHandler):
+class KeyHandler(RestHandler):
     @lumen_endpoint("write")
     async def patch(self, key_id: str) -> None:
         body = self.json_body()
@@ -68,22 +75,22 @@ class KeyHandler(LumenHandler):
     @lumen_endpoint("write")
     async def delete(self, key_id: str) -> None:
         outcome = await self.run(self.service.revoke_key, self.identity, _key_id(key_id))
-        self.send_json({"id": int(key_id), "result": outcome})
+        self.send_json({"id": _key_id(key_id), "result": outcome})
 
 
-class ModelsHandler(LumenHandler):
+class ModelsHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         self.send_json({"models": await self.run(self.service.list_models, self.identity)})
 
 
-class ModelHandler(LumenHandler):
+class ModelHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self, name: str) -> None:
         self.send_json(await self.run(self.service.model_detail, self.identity, name))
 
 
-class ConsentHandler(LumenHandler):
+class ConsentHandler(RestHandler):
     @lumen_endpoint("write")
     async def post(self, name: str) -> None:
         body = self.json_body()
@@ -93,7 +100,7 @@ class ConsentHandler(LumenHandler):
         self.send_json(await self.run(self.service.consent, self.identity, name, digest))
 
 
-class UsageHandler(LumenHandler):
+class UsageHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         period = self.get_query_argument("period", "month")
@@ -103,7 +110,7 @@ class UsageHandler(LumenHandler):
         self.send_json(result)
 
 
-class OpenAPIHandler(LumenHandler):
+class OpenAPIHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         self.send_json(openapi_document(self.base_url))
@@ -122,3 +129,18 @@ def api_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
         (f"{prefix}/events", EventsHandler),
         (f"{prefix}/openapi.json", OpenAPIHandler),
     ]
+
+
+class UnavailableHandler(LumenHandler):
+    """Every lumen route while the configuration has failed to load: the base handler
+    answers 503 with the reason before any of these methods could run."""
+
+    async def get(self, *args: str) -> None:
+        raise web.HTTPError(503)
+
+    post = patch = put = delete = get
+
+
+def unavailable_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+    """The routes of a lumen that could not start: its REST API and its model API."""
+    return [(rf"{prefix}/(api|v1)(/.*)?", UnavailableHandler)]

@@ -212,20 +212,21 @@ def test_kill_9_during_50_streams_bills_what_was_delivered(
     assert billed >= 0.5 * received  # ~2 s of ~3.5 s delivered were billed at the least
 
 
-@pytest.mark.parametrize("slow_upstream", [250], indirect=True)
+@pytest.mark.parametrize("slow_upstream", [400], indirect=True)
 def test_a_second_server_on_the_same_store_frees_none_of_the_firsts_streams(
     tmp_path: Path, slow_upstream: str
 ) -> None:
     first = start_server(tmp_path / "one", lumen_config=config(slow_upstream))
     second: JupyterServer | None = None
     try:
-        streams, threads = start_streams(first, 20, long=False)  # 20-60 events: 5-15 s
+        streams, threads = start_streams(first, 20, long=False)  # 20-60 events: 8-24 s
         wait_until_streaming(streams, 3)
         second = start_server(
             tmp_path / "two", lumen_config=config(slow_upstream), db_path=first.db_path
         )
         assert len(registered_instances(first.db_path)) == 2
-        assert not any(s.finished for s in streams)  # still streaming when it started
+        live = [s for s in streams if not s.finished]  # still streaming when it started
+        assert len(live) >= 10, len(live)
         for thread in threads:
             thread.join(timeout=60)
     finally:

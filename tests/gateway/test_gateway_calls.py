@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -122,8 +121,7 @@ async def test_chat_with_personal_key_is_charged_exactly(
 async def test_stream_with_kernel_credential_in_a_thread(
     sclient: Any, books: Any, lumen_app: Any, jp_fetch: Any
 ) -> None:
-    token = os.environ["LUMEN_KERNEL_TOKEN"]
-    assert token == lumen_app.kernel_token
+    token = lumen_app.kernel_credentials.issue("kernel-in-a-thread")
     notebook = "analysis/Coins & costs é.ipynb"
     headers = {
         "X-Lumen-Notebook": quote(notebook),
@@ -218,11 +216,11 @@ async def test_completions_and_embeddings_with_the_session_token(
 
 
 async def test_web_chat_source_only_for_kernel_and_session(
-    aclient: Any, make_key: Any, session_token: str, books: Any, jp_fetch: Any
+    aclient: Any, make_key: Any, session_token: str, books: Any, jp_fetch: Any, lumen_app: Any
 ) -> None:
     _, key = await make_key()
     chat = {"X-Lumen-Source": "chat", "X-Lumen-Conversation": "conv-1"}
-    kernel = aclient(os.environ["LUMEN_KERNEL_TOKEN"], default_headers=chat)
+    kernel = aclient(lumen_app.kernel_credentials.issue("chat-kernel"), default_headers=chat)
     session = aclient(
         "unused",
         default_headers={**chat, "Authorization": f"token {session_token}"},

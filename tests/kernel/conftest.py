@@ -11,6 +11,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
 from lumen_jupyter.kernel import magics as magics_module
+from lumen_jupyter.kernel.connection import forget_kernel_credential
 from lumen_jupyter.kernel.tally import SESSION
 from tests.kernel.server import JupyterServer, start_server
 
@@ -39,6 +40,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     for name in _CLEAN_ENV:
         monkeypatch.delenv(name, raising=False)
     SESSION.reset()
+    forget_kernel_credential()
     return monkeypatch
 
 

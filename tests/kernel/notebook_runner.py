@@ -11,6 +11,7 @@ replaced.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,12 @@ async def execute_notebook(
     relative: str,
     *,
     timeout: int = 120,
+    before_stop: Callable[[str], None] | None = None,
 ) -> Execution:
-    """Copy ``source`` to ``relative`` under the server root, run it there, save it."""
+    """Copy ``source`` to ``relative`` under the server root, run it there, save it.
+
+    ``before_stop(kernel_id)`` runs after the notebook is saved, while its kernel lives.
+    """
     target = server.root_dir / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     notebook = nbformat.read(source, as_version=4)
@@ -128,6 +133,8 @@ async def execute_notebook(
         for index, cell in enumerate(notebook.cells):
             await client.async_execute_cell(cell, index)
         nbformat.write(notebook, target)
+        if before_stop is not None:
+            await asyncio.to_thread(before_stop, kernel_id)
         return Execution(notebook, target, session, client.messages)
     finally:
         kc.stop_channels()

@@ -60,8 +60,12 @@ async def test_every_route_needs_authentication(raw: Any, method: str, path: str
     assert "lkt_wrong" not in response.body.decode()
 
 
-async def test_kernel_credential_reaches_the_api(raw: Any, jp_base_url: str) -> None:
-    token = os.environ["LUMEN_KERNEL_TOKEN"]
+async def test_kernel_credential_reaches_the_api(
+    raw: Any, jp_base_url: str, jp_serverapp: Any
+) -> None:
+    app = next(iter(jp_serverapp.extension_manager.extension_apps["lumen_jupyter"]))
+    token = app.kernel_credentials.issue("kernel-for-the-api")
+    assert "LUMEN_KERNEL_TOKEN" not in os.environ  # the server's own environment holds none
     assert os.environ["LUMEN_JUPYTER_URL"].endswith(jp_base_url)
     bearer = {"Authorization": f"Bearer {token}"}
     response = await raw("lumen/api/profile", "GET", bearer)

@@ -186,8 +186,20 @@ def lab_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     yield from start_lab(tmp_path_factory)
 
 
-def start_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    """Start a JupyterLab with its own database (for a fixture: ``yield from``)."""
+def start_lab(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    lumen_yaml: str | None = None,
+    ready_status: int = 200,
+    checkout_frontend: bool = False,
+) -> Iterator[LabServer]:
+    """Start a JupyterLab with its own database (for a fixture: ``yield from``).
+
+    ``lumen_yaml`` replaces the small default YAML file; ``ready_status`` is what
+    ``lumen/api/profile`` answers once the server is up (503 for a broken file).
+    ``checkout_frontend`` serves this checkout's build of the Lab extension (from
+    ``jlpm build``) instead of the installed one.
+    """
     if shutil.which("jupyter") is None:
         pytest.skip("jupyter is not installed")
     base = tmp_path_factory.mktemp("lab")
@@ -204,6 +216,12 @@ def start_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
         (dirs["data"] / "labextensions").mkdir()
         (dirs["data"] / "labextensions" / "lumen-jupyter").symlink_to(built)
     settings = dirs["settings"]
+    built = REPO / "lumen_jupyter" / "labextension"
+    if checkout_frontend:
+        if not (built / "package.json").is_file():
+            pytest.skip("the Lab extension of this checkout is not built (jlpm build)")
+        (dirs["data"] / "labextensions").mkdir()
+        (dirs["data"] / "labextensions" / "lumen-jupyter").symlink_to(built)
     write_setting(
         settings,
         "@jupyterlab/apputils-extension",
@@ -215,7 +233,8 @@ def start_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     port = free_port()
     groups_file = base / "lumen.yaml"
     groups_file.write_text(
-        "version: 2\ngroups:\n  research:\n    members: [ada]\n", encoding="utf-8"
+        lumen_yaml or "version: 2\ngroups:\n  research:\n    members: [ada]\n",
+        encoding="utf-8",
     )
     config = {
         "ServerApp": {"jpserver_extensions": {"lumen_jupyter": True}},
@@ -284,7 +303,7 @@ def start_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
             raise RuntimeError(f"JupyterLab exited: {log_path.read_text(errors='replace')[-3000:]}")
         try:
             status, _ = server.request("GET", "lumen/api/profile")
-            if status == 200:
+            if status == ready_status:
                 break
         except OSError:
             pass

@@ -32,9 +32,9 @@ class RestSource:
     @classmethod
     def from_environment(cls) -> RestSource:
         """Inside a kernel started by the server: its URL and kernel credential."""
-        return cls(
-            os.environ["LUMEN_JUPYTER_URL"], os.environ["LUMEN_KERNEL_TOKEN"], scheme="Bearer"
-        )
+        from lumen_jupyter.kernel.connection import take_kernel_credential
+
+        return cls(os.environ["LUMEN_JUPYTER_URL"], take_kernel_credential(), scheme="Bearer")
 
     def _call(self, method: str, path: str, body: Any = None, **query: Any) -> Any:
         params = {

@@ -290,7 +290,7 @@ async def test_default_source_is_the_kernel_client(
     app = next(iter(app))
     port = http_server_port[0].getsockname()[1]
     monkeypatch.setenv("LUMEN_JUPYTER_URL", f"http://127.0.0.1:{port}{jp_base_url}")
-    monkeypatch.setenv("LUMEN_KERNEL_TOKEN", app.kernel_token)
+    monkeypatch.setenv("LUMEN_KERNEL_TOKEN", app.kernel_credentials.issue("widget-kernel"))
     profile = await run(widgets.Profile, refresh_interval=0)
     assert await run(profile.wait, 30)
     assert profile.error == ""

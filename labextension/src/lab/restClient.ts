@@ -7,6 +7,11 @@ import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 import type { ApiKey, CreatedKey, ModelInfo, Period, Profile, UsageHistory } from '../views/types';
 
+/** lumen could not load its configuration: every REST call answers 503 with the reason. */
+export class LumenConfigError extends Error {
+  readonly code = 'lumen_config_error';
+}
+
 export class LumenRestClient {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
 
@@ -34,6 +39,9 @@ export class LumenRestClient {
       const message = data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
       if (response.status === 404 && !data?.error) {
         throw new Error('The lumen-jupyter server extension is not enabled on this server');
+      }
+      if (response.status === 503 && data?.error?.code === 'lumen_config_error') {
+        throw new LumenConfigError(message);
       }
       throw new Error(message);
     }

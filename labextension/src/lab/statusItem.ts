@@ -9,7 +9,18 @@ import { Widget } from '@lumino/widgets';
 import { absoluteTime, coinsText, formatCountdown, microOf, parseTime } from '../views/format';
 import type { PoolInfo } from '../views/types';
 
-export type MeterLevel = 'normal' | 'low' | 'exhausted' | 'unlimited' | 'none' | 'blocked' | 'loading';
+export type MeterLevel =
+  | 'normal'
+  | 'low'
+  | 'exhausted'
+  | 'unlimited'
+  | 'none'
+  | 'blocked'
+  | 'loading'
+  | 'config-error';
+
+/** What the meter says instead of coins when lumen could not load its configuration. */
+export const CONFIG_ERROR_TEXT = 'Lumen: configuration error';
 
 export const DEFAULT_LOW_FRACTION = 0.1;
 
@@ -84,6 +95,7 @@ export function meterTooltip(pool: PoolInfo | null, connected: boolean): string 
 
 export class CoinStatusItem extends Widget {
   private pool: PoolInfo | null = null;
+  private configError: string | null = null;
   private connected = false;
   private ticker: number | undefined;
   private lowFraction = DEFAULT_LOW_FRACTION;
@@ -123,6 +135,16 @@ export class CoinStatusItem extends Widget {
     this.render();
   }
 
+  /** Show that lumen is not running, with the server's reason on hover. */
+  setConfigError(message: string): void {
+    this.configError = message;
+    this.render();
+  }
+
+  get hasConfigError(): boolean {
+    return this.configError !== null;
+  }
+
   setConnected(connected: boolean): void {
     this.connected = connected;
     this.render();
@@ -138,6 +160,15 @@ export class CoinStatusItem extends Widget {
   }
 
   private render(): void {
+    if (this.configError !== null) {
+      this.node.setAttribute('data-level', 'config-error');
+      this.coins.textContent = CONFIG_ERROR_TEXT;
+      this.countdown.textContent = '';
+      this.countdown.hidden = true;
+      this.node.title = `${this.configError}\nClick to show the whole message.`;
+      this.node.setAttribute('aria-label', `${CONFIG_ERROR_TEXT}. Show the message`);
+      return;
+    }
     const pool = this.pool;
     const level = meterLevel(pool, this.lowFraction);
     this.node.setAttribute('data-level', level);
@@ -151,6 +182,9 @@ export class CoinStatusItem extends Widget {
   }
 
   private renderCountdown(): void {
+    if (this.configError !== null) {
+      return;
+    }
     const pool = this.pool;
     const next = parseTime(pool?.next_refill_at);
     if (!pool || pool.state !== 'limited' || Number.isNaN(next)) {
