@@ -194,14 +194,27 @@ def run_widget(page: Any) -> dict[str, float]:
     return measure(page, go, ".jp-OutputArea")
 
 
-def restart_kernel(page_url: str) -> None:
-    """Restart the notebook's kernel through the REST API (no dialog)."""
+def _kernel(page_url: str) -> tuple[str, dict[str, str]]:
     base = page_url.split("lab/")[0]
-    token = page_url.split("token=")[1]
-    auth = {"Authorization": f"token {token}"}
+    auth = {"Authorization": f"token {page_url.split('token=')[1]}"}
     sessions = h.http_json("GET", f"{base}api/sessions", headers=auth)
-    kernel = sessions[0]["kernel"]["id"]
-    h.http_json("POST", f"{base}api/kernels/{kernel}/restart", headers=auth)
+    return f"{base}api/kernels/{sessions[0]['kernel']['id']}", auth
+
+
+def restart_kernel(page_url: str) -> None:
+    """Restart the notebook's kernel through the REST API (no dialog), wait until idle."""
+    url, auth = _kernel(page_url)
+    h.http_json("POST", f"{url}/restart", headers=auth)
+    kernel_idle(page_url)
+
+
+def kernel_idle(page_url: str, timeout: float = 60) -> None:
+    url, auth = _kernel(page_url)
+    deadline = time.monotonic() + timeout
+    while h.http_json("GET", url, headers=auth)["execution_state"] != "idle":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the kernel did not become idle")
+        time.sleep(0.2)
 
 
 def idle(page: Any) -> None:
@@ -247,10 +260,9 @@ def main() -> None:
             print(f"widget warm {i + 1}: {results['widget_warm'][-1]}", flush=True)
         for i in range(args.runs):
             restart_kernel(page_url)
-            time.sleep(2)
-            idle(page)
+            time.sleep(1)
             results["widget_new_kernel"].append(run_widget(page))
-            idle(page)
+            kernel_idle(page_url)
             print(f"widget new kernel {i + 1}: {results['widget_new_kernel'][-1]}", flush=True)
         # the rows' real heights (the windowing assumes 36 px: one layout, no second render)
         heights = page.evaluate(
