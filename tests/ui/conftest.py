@@ -209,12 +209,6 @@ def start_lab(
     }
     for path in dirs.values():
         path.mkdir()
-    # This checkout's build of the Lab extension, not one installed into the environment
-    # earlier (the user data dir comes first on JupyterLab's extension path).
-    built = REPO / "lumen_jupyter" / "labextension"
-    if (built / "package.json").exists():
-        (dirs["data"] / "labextensions").mkdir()
-        (dirs["data"] / "labextensions" / "lumen-jupyter").symlink_to(built)
     settings = dirs["settings"]
     built = REPO / "lumen_jupyter" / "labextension"
     if checkout_frontend:

@@ -72,7 +72,8 @@ ID_CHECK = """() => {
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
     if not AXE.exists():
         pytest.skip("axe-core is missing: cd labextension && jlpm install")
-    yield from start_lab(tmp_path_factory)
+    # this checkout's Lab extension (the panel's code under test), not an installed one
+    yield from start_lab(tmp_path_factory, checkout_frontend=True)
 
 
 @pytest.fixture(scope="module")
