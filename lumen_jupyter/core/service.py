@@ -37,7 +37,7 @@ from .keys import hash_key, looks_like_key
 from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
-from .usage import Counters, Summary, Usage, history, summarize
+from .usage import Counters, Summary, Usage, history, profile_summary, summarize
 
 _USER_POOL = HotStatement(
     select(user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro).where(
@@ -203,7 +203,7 @@ class LumenService:
         acct = self.account(who.username)
         pool = self.pool_state(who)
         with self.store.read() as conn:
-            summary = summarize(conn, acct)
+            summary = profile_summary(conn, acct)
         return {
             "user": {
                 "username": who.username,

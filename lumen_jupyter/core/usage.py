@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from typing import cast as typed
 
-from sqlalchemy import ColumnElement, Connection, Date, and_, cast, func, select
+from sqlalchemy import ColumnElement, Connection, Date, and_, case, cast, desc, func, select
 
 from ..store import Store
 from ..store.schema import chat_conversations, usage_daily, usage_monthly, usage_stats
@@ -174,6 +174,54 @@ def summarize(conn: Connection, account_id: int, *, conversations: bool = True) 
                 select(func.count()).where(chat_conversations.c.account_id == account_id)
             ).scalar_one()
         )
+    return summary
+
+
+def profile_summary(conn: Connection, account_id: int) -> Summary:
+    """The profile card's totals, summed by the database: all use, chat use, the
+    favourite model (``by_model`` holds only it) and the chat conversations.
+
+    :func:`summarize` turns every counter row (a model times a source: hundreds for a
+    busy user) into Python objects, parsing each row's timestamp; the card needs three
+    sums and one name, so the database does the adding up.
+    """
+    s = usage_stats.c
+    summary = Summary()
+    is_chat = case((s.source == CHAT_SOURCE, 1), else_=0).label("chat")
+    sums = (
+        func.sum(s.requests),
+        func.sum(s.input_tokens),
+        func.sum(s.output_tokens),
+        func.sum(s.coins_micro),
+    )
+    latest = func.max(s.last_used_at)
+    rows = conn.execute(
+        select(is_chat, latest, *sums).where(s.account_id == account_id).group_by(is_chat)
+    )
+    for chat, last_used_at, requests, input_tokens, output_tokens, coins_micro in rows:
+        counts = (requests or 0, input_tokens or 0, output_tokens or 0, coins_micro or 0)
+        for counters in (summary.total, summary.chat) if chat else (summary.total,):
+            counters.add_counts(*counts)
+            if last_used_at is not None and (
+                counters.last_used_at is None or last_used_at > counters.last_used_at
+            ):
+                counters.last_used_at = last_used_at
+    used = func.sum(s.requests).label("used")
+    top = conn.execute(
+        select(s.model, used)
+        .where(s.account_id == account_id)
+        .group_by(s.model)
+        .having(func.sum(s.requests) > 0)
+        .order_by(desc(used), s.model)
+        .limit(1)
+    ).first()
+    if top is not None:
+        summary.by_model[str(top.model)] = Counters(requests=int(top.used))
+    summary.chat_conversations = int(
+        conn.execute(
+            select(func.count()).where(chat_conversations.c.account_id == account_id)
+        ).scalar_one()
+    )
     return summary
 
 

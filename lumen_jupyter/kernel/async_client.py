@@ -35,6 +35,7 @@ class AsyncLumenClient(ClientBase):
             timeout=httpx.Timeout(timeout),
             event_hooks={"request": [astamp_request], "response": [atally_response]},
             transport=transport,
+            verify=self._verify(),
         )
 
     async def aclose(self) -> None:

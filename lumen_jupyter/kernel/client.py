@@ -49,6 +49,7 @@ class LumenClient(ClientBase):
             timeout=httpx.Timeout(timeout),
             event_hooks={"request": [stamp_request], "response": [tally_response]},
             transport=transport,
+            verify=self._verify(),
         )
 
     def close(self) -> None:

@@ -16,10 +16,9 @@ saved into notebooks). It goes to the front end only inside the reply to
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, ClassVar
 
 import anywidget
@@ -27,13 +26,18 @@ import traitlets as t
 
 from . import hooks
 from ._assets import Asset
+from .refresh import LOOP, SUCCESSION, current_run
 from .source import ProfileSource, default_source
 
 PERIODS = ("week", "month", "year", "all")
 PARTS = ("profile", "keys", "models", "usage")
 SECRET_FIELDS = frozenset({"key", "raw_key", "secret"})
-NOTIFY_DELAY = 0.5
+NOTIFY_DELAY = LOOP.delay
 """Seconds a refresh waits after :func:`hooks.notify_call`, so a burst of calls refreshes once."""
+
+
+_FETCHERS = ThreadPoolExecutor(max_workers=len(PARTS), thread_name_prefix="lumen-widget-fetch")
+"""The few threads every widget of the kernel fetches its parts with."""
 
 
 def _without_secrets(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -44,47 +48,6 @@ def _without_secrets(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 def _message(exc: BaseException) -> str:
     text = str(exc).strip()
     return text or type(exc).__name__
-
-
-class _Poller:
-    """Refreshes a widget every ``interval`` seconds and soon after ``wake()``.
-
-    Holds the widget weakly, so a forgotten widget is not kept alive by its thread.
-    """
-
-    def __init__(self, widget: _ProfileWidget, interval: float) -> None:
-        self._widget = weakref.ref(widget)
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lumen-widget-refresh", daemon=True)
-        self._thread.start()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            timeout = self.interval if self.interval > 0 else None
-            woken = self._wake.wait(timeout)
-            if self._stop.is_set():
-                return
-            if woken:
-                # Coalesce a burst of notifications into one refresh.
-                self._stop.wait(NOTIFY_DELAY)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-            widget = self._widget()
-            if widget is None:
-                return
-            with contextlib.suppress(Exception):
-                widget.refresh()
-            del widget
 
 
 class _ProfileWidget(anywidget.AnyWidget):
@@ -123,9 +86,18 @@ class _ProfileWidget(anywidget.AnyWidget):
         self._closed = False
         self.on_msg(self._on_custom_msg)
         hooks.register(self)
-        self._poller = _Poller(self, refresh_interval)
+        # One refresh loop for every widget of the kernel; a re-run cell closes what its
+        # previous run made, so neither widgets nor their refreshes pile up.
+        self._loaded = threading.Event()
+        LOOP.add(self, refresh_interval)
+        SUCCESSION.arrive(self, *current_run())
         if autoload:
-            self.refresh()
+            # Paint first, fill in: the view shows its skeleton at once and each part as
+            # it arrives; the loading happens on the refresh loop, not in the cell.
+            self.loading = True
+            LOOP.wake(self, delay=0)
+        else:
+            self._loaded.set()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} of {type(self.source).__name__}>"
@@ -134,21 +106,27 @@ class _ProfileWidget(anywidget.AnyWidget):
 
     @property
     def refresh_interval(self) -> float:
-        return self._poller.interval
+        return LOOP.interval(self)
 
     @refresh_interval.setter
     def refresh_interval(self, seconds: float) -> None:
-        self._poller.interval = seconds
-        self._poller.wake()
+        LOOP.set_interval(self, seconds)
 
     def refresh(self) -> bool:
         """Load everything this view shows. Returns False (and sets ``error``) on failure."""
-        return self._load(self.parts)
+        try:
+            return self._load(self.parts)
+        finally:
+            self._loaded.set()
+
+    def wait(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the first load has finished (or failed); False on timeout."""
+        return self._loaded.wait(timeout)
 
     def refresh_soon(self) -> None:
         """Refresh off the caller's thread, shortly (what :func:`notify_call` does)."""
         if not self._closed:
-            self._poller.wake()
+            LOOP.wake(self)
 
     def set_period(self, period: str) -> None:
         """Show the spending history of ``period`` (week, month, year, all)."""
@@ -177,17 +155,19 @@ class _ProfileWidget(anywidget.AnyWidget):
             return True
         with self._lock:
             self.loading = True
-            fetched: dict[str, Any] = {}
             failure: BaseException | None = None
-            for part in wanted:
+            # The parts are fetched at once (the source's HTTP client keeps its connections)
+            # and each is shown as soon as it arrives.
+            pending = {_FETCHERS.submit(self._fetch, part): part for part in wanted}
+            for future in as_completed(pending):
                 try:
-                    fetched[part] = self._fetch(part)
+                    value = future.result()
                 except Exception as exc:
-                    failure = exc
-                    break
+                    failure = failure or exc
+                    continue
+                part = pending[future]
+                setattr(self, "api_keys" if part == "keys" else part, value)
             with self.hold_sync():
-                for part, value in fetched.items():
-                    setattr(self, "api_keys" if part == "keys" else part, value)
                 self.error = f"Could not load the profile: {_message(failure)}" if failure else ""
                 self.loading = False
             return failure is None
@@ -292,9 +272,7 @@ class _ProfileWidget(anywidget.AnyWidget):
 
     def close(self) -> None:
         self._closed = True
-        poller = getattr(self, "_poller", None)
-        if poller is not None:
-            poller.stop()
+        LOOP.remove(self)
         hooks.unregister(self)
         super().close()
 

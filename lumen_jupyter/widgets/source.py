@@ -9,6 +9,8 @@ is the usual source; a test or another host can pass anything that fits
 
 from __future__ import annotations
 
+import os
+import threading
 from typing import Any, Protocol, cast, runtime_checkable
 
 
@@ -51,9 +53,18 @@ class ProfileSource(Protocol):
         ...
 
 
+_shared: dict[tuple[str, ...], ProfileSource] = {}
+_shared_lock = threading.Lock()
+
+
 def default_source() -> ProfileSource:
-    """The kernel's own client of the gateway, when one is available."""
+    """The kernel's own client of the gateway, when one is available.
+
+    One client per kernel (per gateway and credential in the environment): every widget
+    shares its connections instead of setting up an HTTP client of its own.
+    """
     try:
+        from ..kernel import connection
         from ..kernel.client import LumenClient  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise RuntimeError(
@@ -61,6 +72,17 @@ def default_source() -> ProfileSource:
             "Profile(source), where source has the methods of "
             "lumen_jupyter.widgets.ProfileSource"
         ) from exc
-    factory = getattr(LumenClient, "from_environment", None)
-    client = factory() if callable(factory) else LumenClient()
-    return cast(ProfileSource, client)
+    names = (
+        connection.KERNEL_URL_ENV,
+        connection.KERNEL_TOKEN_ENV,
+        connection.BASE_URL_ENV,
+        connection.API_KEY_ENV,
+    )
+    key = tuple(os.environ.get(name, "") for name in names)
+    with _shared_lock:
+        client = _shared.get(key)
+        if client is None:
+            factory = getattr(LumenClient, "from_environment", None)
+            client = cast(ProfileSource, factory() if callable(factory) else LumenClient())
+            _shared[key] = client
+        return client

@@ -345,3 +345,21 @@ def test_history_all_by_model_reads_the_monthly_rollup(seeded: LumenService) -> 
     assert {n: t["coins_micro"] for n, t in monthly["totals"].items()} == {
         n: c.coins_micro for n, c in summary.by_model.items()
     }
+
+
+def test_the_profile_sums_agree_with_the_counter_rows(seeded: LumenService) -> None:
+    """The card's totals summed by the database equal the row-by-row summary."""
+    from lumen_jupyter.core.usage import profile_summary, summarize
+
+    acct = seeded.account(who("alice", ("default", "physics")).username)
+    with seeded.store.read() as conn:
+        rows = summarize(conn, acct)
+        summed = profile_summary(conn, acct)
+    assert rows.total.requests > 0 and rows.chat.requests > 0
+    for part in ("requests", "input_tokens", "output_tokens", "coins_micro"):
+        assert getattr(summed.total, part) == getattr(rows.total, part)
+        assert getattr(summed.chat, part) == getattr(rows.chat, part)
+    assert summed.chat.last_used_at == rows.chat.last_used_at is not None
+    assert summed.total.last_used_at == rows.total.last_used_at
+    assert summed.favorite_model == rows.favorite_model is not None
+    assert summed.chat_conversations == rows.chat_conversations > 0

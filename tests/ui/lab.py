@@ -63,6 +63,9 @@ def open_and_run(
 
 
 def save_notebook(page: Page) -> None:
+    # Focus may be in a profile view (a dialog gives it back to its opener), where
+    # notebook shortcuts are suppressed: the shortcut goes to the notebook.
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.keyboard.press("Control+s")
     time.sleep(1.5)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,10 @@ from .rest_source import RestSource
 
 
 async def make(cls: type, source: Any, **kwargs: Any) -> Any:
-    return await run(cls, source, refresh_interval=kwargs.pop("refresh_interval", 0), **kwargs)
+    """A widget once its first load (done off the constructor's thread) has finished."""
+    widget = await run(cls, source, refresh_interval=kwargs.pop("refresh_interval", 0), **kwargs)
+    assert await run(widget.wait, 30)
+    return widget
 
 
 async def test_profile_loads_every_part(source: RestSource, sent: list[Sent]) -> None:
@@ -299,9 +303,66 @@ async def test_default_source_is_the_kernel_client(
     monkeypatch.setenv("LUMEN_JUPYTER_URL", f"http://127.0.0.1:{port}{jp_base_url}")
     monkeypatch.setenv("LUMEN_KERNEL_TOKEN", app.kernel_credentials.issue("widget-kernel"))
     profile = await run(widgets.Profile, refresh_interval=0)
+    assert await run(profile.wait, 30)
     assert profile.error == ""
     assert profile.profile["user"]["username"] == "ada"
     assert [m["name"] for m in profile.models] == ["demo-free", "demo-pro", "demo-restricted"]
     reply, buffers = await intent(profile, sent, "create_key")
     assert reply["ok"] is True and buffers[0].startswith(b"sk_")
     await intent(profile, sent, "discard_key", id=reply["data"]["id"])
+
+
+class Gated(FakeSource):
+    """A source whose profile answers only when the test opens the gate; the other
+    parts each take ``delay`` seconds."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.delay = delay
+
+    def profile(self) -> dict[str, Any]:
+        assert self.gate.wait(10)
+        return super().profile()
+
+    def keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        time.sleep(self.delay)
+        return super().keys(include_revoked)
+
+    def models(self) -> list[dict[str, Any]]:
+        time.sleep(self.delay)
+        return super().models()
+
+    def usage(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        time.sleep(self.delay)
+        return super().usage(*args, **kwargs)
+
+
+async def test_the_skeleton_first_then_each_part_as_it_arrives(sent: list[Sent]) -> None:
+    gated = Gated()
+    started = time.monotonic()
+    profile = await run(widgets.Profile, gated, refresh_interval=0)
+    # The constructor did not wait for the source: the view paints its skeleton.
+    assert time.monotonic() - started < 1.0
+    assert profile.loading is True and profile.profile is None
+    deadline = time.monotonic() + 10
+    while not (profile.api_keys and profile.models and profile.usage):
+        assert time.monotonic() < deadline, "the other parts did not arrive"
+        await asyncio.sleep(0.05)
+    # Keys, models and usage are shown while the profile is still on its way.
+    assert profile.loading is True and profile.profile is None
+    gated.gate.set()
+    assert await run(profile.wait, 10)
+    assert profile.loading is False and profile.profile is not None and profile.error == ""
+    profile.close()
+
+
+async def test_parts_are_fetched_in_parallel(sent: list[Sent]) -> None:
+    gated = Gated(delay=0.6)
+    gated.gate.set()
+    profile = await make(widgets.Profile, gated, autoload=False)
+    started = time.monotonic()
+    assert await run(profile.refresh) is True
+    # three parts of 0.6 s each: together, not one after another (1.8 s)
+    assert time.monotonic() - started < 1.4
+    profile.close()

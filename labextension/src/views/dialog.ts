@@ -26,6 +26,12 @@ export interface DialogOptions {
   onEscape?: (() => void) | false;
   /** The element to focus first (default: the first button marked primary). */
   initialFocus?: HTMLElement;
+  /**
+   * The control that opened the dialog, focused again when it closes (default: the
+   * focused element). Pass it when the control lost focus before the dialog opened
+   * (e.g. a button disabled while a request ran).
+   */
+  opener?: HTMLElement | null;
 }
 
 export interface DialogHandle {
@@ -38,7 +44,10 @@ export interface DialogHandle {
 export function openDialog(host: HTMLElement, options: DialogOptions): DialogHandle {
   const titleId = uid('dialog-title');
   const bodyId = uid('dialog-body');
-  const opener = (host.ownerDocument.activeElement as HTMLElement | null) ?? null;
+  const active = host.ownerDocument.activeElement as HTMLElement | null;
+  const opener =
+    options.opener ?? (active && active !== host.ownerDocument.body ? active : null);
+  const returnTo = focusReturn(opener, host);
   const error = h('p', { class: 'lumen-dialog-error', attrs: { role: 'alert', hidden: true } });
   const buttonRow = h('div', { class: 'lumen-dialog-buttons' });
   const dialog = h(
@@ -69,9 +78,7 @@ export function openDialog(host: HTMLElement, options: DialogOptions): DialogHan
         dialog.close();
       }
       dialog.remove();
-      if (opener && opener.isConnected) {
-        opener.focus();
-      }
+      returnTo();
     },
     setError(message: string | null) {
       error.textContent = message ?? '';
@@ -150,6 +157,91 @@ export function openDialog(host: HTMLElement, options: DialogOptions): DialogHan
   const primary = buttons.find(b => b.spec.kind === 'primary')?.button;
   (options.initialFocus ?? primary ?? buttons[0]?.button)?.focus();
   return handle;
+}
+
+/** The element to focus in place of `opener` once the view has re-rendered it. */
+function replacementOf(opener: HTMLElement, where: OpenerPlace): HTMLElement | null {
+  if (opener.isConnected) {
+    return opener;
+  }
+  const { table, row, column, name } = where;
+  if (table?.isConnected && row !== undefined) {
+    for (const tr of Array.from(table.tBodies[0]?.rows ?? [])) {
+      if (tr.dataset.rowKey === row) {
+        const cell = tr.querySelector<HTMLElement>(`td[data-column="${column ?? ''}"]`);
+        return cell?.querySelector<HTMLElement>(FOCUSABLE) ?? null;
+      }
+    }
+  }
+  if (name && where.section?.isConnected) {
+    return where.section.querySelector<HTMLElement>(`[data-focus-name="${name}"]`);
+  }
+  return null;
+}
+
+interface OpenerPlace {
+  table: HTMLTableElement | null;
+  row?: string;
+  column?: string;
+  name?: string;
+  section: HTMLElement | null;
+}
+
+const FOCUSABLE = 'button:not([disabled]), a[href], input:not([disabled]), [tabindex]';
+const WATCH_MS = 2000;
+
+/**
+ * How focus goes back to the control that opened a dialog. A save, discard, revoke or
+ * consent re-renders the rows, so the opener itself may be gone: then the same control
+ * of the same row (by row key and column) gets focus, or, when the row has no such
+ * control any more (a revoked key), the section's heading; a re-render that comes
+ * after the dialog closed is waited for briefly.
+ */
+function focusReturn(opener: HTMLElement | null, host: HTMLElement): () => void {
+  if (!opener) {
+    return () => undefined;
+  }
+  const place: OpenerPlace = {
+    table: opener.closest('table'),
+    row: opener.closest('tr')?.dataset.rowKey,
+    column: opener.closest('td')?.dataset.column,
+    name: opener.dataset.focusName,
+    section: opener.closest<HTMLElement>('section') ?? host
+  };
+  return () => {
+    const exact = replacementOf(opener, place);
+    if (exact) {
+      exact.focus();
+      return;
+    }
+    const fallback = headingOf(place.section) ?? host;
+    fallback.focus();
+    const root = place.section?.isConnected ? place.section : host;
+    const observer = new MutationObserver(() => {
+      const doc = host.ownerDocument;
+      if (doc.activeElement !== fallback && doc.activeElement !== doc.body) {
+        observer.disconnect();
+        return;
+      }
+      const found = replacementOf(opener, place);
+      if (found) {
+        observer.disconnect();
+        found.focus();
+      }
+    });
+    observer.observe(root, { childList: true, subtree: true });
+    setTimeout(() => observer.disconnect(), WATCH_MS);
+  };
+}
+
+function headingOf(section: HTMLElement | null): HTMLElement | null {
+  const heading = section?.isConnected
+    ? section.querySelector<HTMLElement>('h2, h3, h4')
+    : null;
+  if (heading && !heading.hasAttribute('tabindex')) {
+    heading.setAttribute('tabindex', '-1');
+  }
+  return heading;
 }
 
 export function messageOf(err: unknown): string {

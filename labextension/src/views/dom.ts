@@ -88,11 +88,30 @@ export function replaceChildren(parent: Element, ...children: Child[]): void {
 }
 
 let counter = 0;
+/**
+ * This copy of the view code's own prefix. The JupyterLab extension and the widget
+ * bundle each hold a copy of this module (and a page may load the widget bundle more
+ * than once): counting from 1 in each would give two views the same ids, and a label
+ * of one would point into the other.
+ */
+const copyTag = randomTag();
+
+function randomTag(): string {
+  const bytes = new Uint8Array(4);
+  if (globalThis.crypto?.getRandomValues) {
+    globalThis.crypto.getRandomValues(bytes);
+  } else {
+    for (let i = 0; i < bytes.length; i++) {
+      bytes[i] = Math.floor(Math.random() * 256);
+    }
+  }
+  return Array.from(bytes, b => b.toString(36).padStart(2, '0')).join('');
+}
 
 /** A document-unique id for ARIA references. */
 export function uid(prefix: string): string {
   counter += 1;
-  return `lumen-${prefix}-${counter}`;
+  return `lumen-${prefix}-${copyTag}-${counter}`;
 }
 
 /** A visually hidden text, read by screen readers. */

@@ -242,7 +242,7 @@ export class KeysSection {
     this.newButton.setAttribute('aria-busy', 'true');
     try {
       const created = await this.ctx.actions.createKey();
-      openNewKeyDialog(this.ctx, created);
+      openNewKeyDialog(this.ctx, created, this.newButton);
     } catch (err) {
       this.setMessage(`Could not create a key: ${messageOf(err)}`);
     } finally {

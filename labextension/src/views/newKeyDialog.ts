@@ -32,7 +32,11 @@ async function copyText(text: string, field: HTMLInputElement): Promise<boolean>
   }
 }
 
-export function openNewKeyDialog(ctx: ViewContext, created: CreatedKey): DialogHandle {
+export function openNewKeyDialog(
+  ctx: ViewContext,
+  created: CreatedKey,
+  opener: HTMLElement | null = null
+): DialogHandle {
   const keyId = uid('new-key');
   const nameId = uid('key-name');
   const keyField = h('input', {
@@ -115,6 +119,7 @@ export function openNewKeyDialog(ctx: ViewContext, created: CreatedKey): DialogH
     title: 'New API Key',
     className: 'lumen-new-key-dialog',
     initialFocus: nameField,
+    opener,
     // Escape must not lose a key the person may not have copied yet:
     // they choose Save Key or Discard.
     onEscape: false,

@@ -8,6 +8,11 @@
  * true, so 1,000 keys cost what 40 do. `aria-rowcount`/`aria-rowindex` tell
  * assistive technology the full size. Column widths are fixed (`<col>`), so they
  * do not jump while scrolling.
+ *
+ * A link before the table, shown when focused, moves focus past it: a keyboard user
+ * need not Tab through a thousand rows to reach what follows. Rows have a fixed
+ * height in the style sheet; the first measured height is kept for every table of
+ * the page, so the rows are laid out once instead of again after measuring.
  */
 
 import { h, replaceChildren } from './dom';
@@ -38,13 +43,19 @@ export interface TableOptions<T> {
 
 const DEFAULT_WINDOW_ABOVE = 100;
 const OVERSCAN = 20;
-const FALLBACK_ROW_HEIGHT = 33;
+/** The rows' height in the style sheet (`.lumen-table tbody tr`), until measured. */
+const FALLBACK_ROW_HEIGHT = 36;
+/** The row height measured by any table of this page (all share the style sheet). */
+let measuredRowHeight = 0;
 /** The scroll box's max-height (28rem) in px, until it has been measured. */
 const FALLBACK_VIEW_HEIGHT = 448;
 
 export class SortableTable<T> {
-  /** The scroll box holding the table: put this in the page. */
+  /** The table with its skip link: put this in the page. */
   readonly el: HTMLElement;
+  /** The scroll box holding the table. */
+  readonly scroller: HTMLElement;
+  private readonly skipLink: HTMLAnchorElement;
   readonly table: HTMLTableElement;
   private readonly body: HTMLTableSectionElement;
   private readonly headers = new Map<string, HTMLTableCellElement>();
@@ -52,7 +63,7 @@ export class SortableTable<T> {
   private sorted: T[] = [];
   private sortState: SortState;
   private emptyText: string;
-  private rowHeight = 0;
+  private rowHeight = measuredRowHeight;
   private viewHeight = 0;
   private rendered: [number, number] = [0, 0];
   private frame = 0;
@@ -102,8 +113,25 @@ export class SortableTable<T> {
       h('thead', {}, headRow),
       this.body
     );
-    this.el = h('div', { class: 'lumen-table-wrap' }, this.table);
-    this.el.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    this.scroller = h('div', { class: 'lumen-table-wrap' }, this.table);
+    this.scroller.addEventListener('scroll', () => this.onScroll(), { passive: true });
+    const end = h('span', {
+      class: 'lumen-sr-only lumen-table-end',
+      text: `End of the table: ${options.caption}`,
+      attrs: { tabindex: '-1' }
+    });
+    this.skipLink = h('a', {
+      class: 'lumen-skip-link',
+      text: `Skip the table: ${options.caption}`,
+      attrs: { href: '#' },
+      on: {
+        click: event => {
+          event.preventDefault();
+          end.focus();
+        }
+      }
+    });
+    this.el = h('div', { class: 'lumen-table-block' }, this.skipLink, this.scroller, end);
     this.updateHeaders();
   }
 
@@ -142,6 +170,7 @@ export class SortableTable<T> {
     this.sorted = sortRows(this.rows, this.options.columns, this.sortState, this.options.tieBreak);
     this.table.setAttribute('aria-rowcount', String(this.sorted.length + 1));
     this.table.dataset.rows = String(this.sorted.length);
+    this.skipLink.textContent = `Skip the table: ${this.options.caption} (${this.sorted.length} rows)`;
     this.renderBody(true);
   }
 
@@ -164,8 +193,8 @@ export class SortableTable<T> {
     // Only cached sizes here: reading layout while rendering would force it early.
     const rowHeight = this.rowHeight || FALLBACK_ROW_HEIGHT;
     const view = this.viewHeight || FALLBACK_VIEW_HEIGHT;
-    const first = Math.max(0, Math.floor(this.el.scrollTop / rowHeight) - OVERSCAN);
-    const last = Math.min(total, Math.ceil((this.el.scrollTop + view) / rowHeight) + OVERSCAN);
+    const first = Math.max(0, Math.floor(this.scroller.scrollTop / rowHeight) - OVERSCAN);
+    const last = Math.min(total, Math.ceil((this.scroller.scrollTop + view) / rowHeight) + OVERSCAN);
     return [first, Math.max(last, Math.min(total, first + 2 * OVERSCAN))];
   }
 
@@ -175,7 +204,7 @@ export class SortableTable<T> {
     }
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
-      this.viewHeight = this.el.clientHeight;
+      this.viewHeight = this.scroller.clientHeight;
       const [first, last] = this.range();
       const [shownFirst, shownLast] = this.rendered;
       if (first < shownFirst || last > shownLast) {
@@ -216,7 +245,7 @@ export class SortableTable<T> {
   private renderBody(resetMeasure: boolean): void {
     const focus = this.focusedCell();
     this.fillBody();
-    if (resetMeasure && this.windowed && !this.rowHeight && !this.measuring) {
+    if (resetMeasure && this.windowed && !measuredRowHeight && !this.measuring) {
       // Measure once it is laid out anyway (next frame), then fix the spacers.
       this.measuring = requestAnimationFrame(() => this.measure());
     }
@@ -227,9 +256,10 @@ export class SortableTable<T> {
     this.measuring = 0;
     const sample = Array.from(this.body.rows).find(tr => tr.dataset.rowKey !== undefined);
     const height = sample?.getBoundingClientRect().height ?? 0;
-    this.viewHeight = this.el.clientHeight;
+    this.viewHeight = this.scroller.clientHeight;
     if (height > 0) {
-      const changed = Math.abs(height - FALLBACK_ROW_HEIGHT) > 0.5;
+      const changed = Math.abs(height - (this.rowHeight || FALLBACK_ROW_HEIGHT)) > 0.5;
+      measuredRowHeight = height;
       this.rowHeight = height;
       if (changed) {
         this.renderBody(false);

@@ -1,0 +1,312 @@
+#!/usr/bin/env python
+"""First paint of the profile in Chromium: the notebook widget and the Lab panel.
+
+    python benchmarks/bench_profile_browser.py          # ~2-3 min with the 1M-call seed
+
+The account is the profile API benchmark's seed (``bench_profile_api.py``): by default
+1,000,000 logged calls, 1,000 keys and 200 models in a SQLite store. A JupyterLab
+subprocess (this working tree's server extension, widget bundle and Lab extension)
+serves it; Playwright drives Debian's Chromium. Measured, ``--runs`` times each:
+
+- ``widget_warm``: a cell running ``Profile()`` in a kernel that has already shown one;
+  from the execute request to the view painted (skeleton) and to every part filled in
+  (``aria-busy=false`` with the key and model rows present);
+- ``widget_new_kernel``: the same as the first cell of a new kernel (restart first);
+- ``panel``: the Lab panel, from the click on the status bar meter to painted and
+  filled in (the panel is closed in between).
+
+Times are taken in the page (``performance.now()``), from the moment the request is
+sent (Shift+Enter / click) to the animation frame after the DOM state is reached.
+Results: ``benchmarks/results/profile_browser-<utc>.json`` (and ``-latest.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _harness as h
+import bench_profile_api as api
+
+CHROMIUM = "/usr/bin/chromium"
+TARGETS_MS = {"widget_warm": 150, "widget_new_kernel": 400, "panel": 150}
+
+# Resolves when ``selector`` matches, at the next animation frame: the time it is painted.
+WAIT_JS = """([selector, started]) => new Promise((resolve, reject) => {
+  setTimeout(() => reject(new Error('not seen in 60 s: ' + selector)), 60000);
+  const check = () => {
+    if (document.querySelector(selector)) {
+      requestAnimationFrame(() => resolve(performance.now() - started));
+      return true;
+    }
+    return false;
+  };
+  if (check()) return;
+  const observer = new MutationObserver(() => { if (check()) observer.disconnect(); });
+  observer.observe(document.body, {
+    childList: true, subtree: true, attributes: true, attributeFilter: ['aria-busy']
+  });
+})"""
+
+FILLED = (
+    "{root} .lumen-profile[aria-busy='false']"
+    ":has(.lumen-keys-table tr[data-row-key]):has(.lumen-models-table tr[data-row-key])"
+)
+
+
+def seed_store(work: Path, args: argparse.Namespace) -> tuple[str, Path, Path]:
+    from lumen_jupyter.store import Store
+    from lumen_jupyter.store.engine import rebuild_rollups
+
+    models = api.make_models(args.models)
+    config = work / "lumen.yaml"
+    api.write_config(config, models)
+    secret_file = work / "secret"
+    secret_file.write_bytes(os.urandom(32).hex().encode())
+    secret_file.chmod(0o600)
+    path = work / "lumen.db"
+    url = f"sqlite:///{path}"
+    Store(url).migrate()
+    seed = api.Seed(
+        rows=args.rows,
+        days=args.days,
+        models=models,
+        keys=args.keys,
+        secret=secret_file.read_bytes().strip(),
+        now=datetime.now(UTC),
+    )
+    api.seed_stores(seed, [api.SqliteSink(path)])
+    store = Store(url)
+    with store.write() as conn:
+        rebuild_rollups(conn)
+    store.dispose()
+    return url, config, secret_file
+
+
+def start_lab(url: str, config: Path, secret_file: Path) -> tuple[Any, str]:
+    home = h.temp_dir("lumen-bench-lab-")
+    for sub in ("config", "data/labextensions", "runtime", "ipython", "root", "settings"):
+        (home / sub).mkdir(parents=True)
+    # this working tree's Lab extension, before any installed one
+    (home / "data" / "labextensions" / "lumen-jupyter").symlink_to(
+        h.REPO / "lumen_jupyter" / "labextension"
+    )
+    news = home / "settings" / "@jupyterlab" / "apputils-extension"
+    news.mkdir(parents=True)
+    (news / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false"}))
+    env = dict(os.environ)
+    env.update(
+        {
+            "JUPYTER_CONFIG_DIR": str(home / "config"),
+            "JUPYTER_DATA_DIR": str(home / "data"),
+            "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+            "IPYTHONDIR": str(home / "ipython"),
+            "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+            "PYTHONPATH": str(h.REPO),
+        }
+    )
+    for name in ("LUMEN_DATABASE_URL", "LUMEN_CONFIG", "JUPYTER_TOKEN"):
+        env.pop(name, None)
+    port = h.free_port()
+    token = os.urandom(16).hex()
+    traits = {
+        "database_url": url,
+        "username": api.USERNAME,
+        "config_file": str(config),
+        "secret_file": str(secret_file),
+        "health_interval": 0,
+        "demo_backend": "off",
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--allow-root",
+        "--ip=127.0.0.1",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={home / 'root'}",
+        "--LabApp.news_url=",
+        "--LabApp.expose_app_in_browser=True",
+        "--ServerApp.log_level=WARN",
+        *(f"--LumenJupyter.{k}={v}" for k, v in traits.items()),
+    ]
+    proc = h.spawn(argv, env=env, log=home / "lab.log")
+    base = f"http://127.0.0.1:{port}/"
+    auth = {"Authorization": f"token {token}"}
+    h.wait_http(f"{base}lumen/api/openapi.json", 90, proc, headers=auth)
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "execution_count": None,
+                "id": "profile",
+                "metadata": {},
+                "outputs": [],
+                "source": "from lumen_jupyter.widgets import Profile\nProfile()",
+            }
+        ],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
+    (home / "root" / "bench.ipynb").write_text(json.dumps(notebook))
+    return proc, f"{base}lab/workspaces/bench/tree/bench.ipynb?reset&token={token}"
+
+
+def measure(page: Any, trigger: Any, root: str) -> dict[str, float]:
+    # The waits are installed before the trigger and kept on the page (not awaited here).
+    page.evaluate(
+        f"""([painted, filled]) => {{
+          const wait = {WAIT_JS};
+          const started = performance.now();
+          window.__lumenBench = {{
+            painted: wait([painted, started]),
+            filled: wait([filled, started])
+          }};
+        }}""",
+        [f"{root} .lumen-profile", FILLED.format(root=root)],
+    )
+    trigger()
+    return {
+        "painted_ms": page.evaluate("() => window.__lumenBench.painted"),
+        "filled_ms": page.evaluate("() => window.__lumenBench.filled"),
+    }
+
+
+def run_widget(page: Any) -> dict[str, float]:
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.locator(".jp-OutputArea .lumen-profile").wait_for(state="detached")
+
+    def go() -> None:
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.keyboard.press("Control+Enter")
+
+    return measure(page, go, ".jp-OutputArea")
+
+
+def _kernel(page_url: str) -> tuple[str, dict[str, str]]:
+    base = page_url.split("lab/")[0]
+    auth = {"Authorization": f"token {page_url.split('token=')[1]}"}
+    sessions = h.http_json("GET", f"{base}api/sessions", headers=auth)
+    return f"{base}api/kernels/{sessions[0]['kernel']['id']}", auth
+
+
+def restart_kernel(page_url: str) -> None:
+    """Restart the notebook's kernel through the REST API (no dialog), wait until idle."""
+    url, auth = _kernel(page_url)
+    h.http_json("POST", f"{url}/restart", headers=auth)
+    kernel_idle(page_url)
+
+
+def kernel_idle(page_url: str, timeout: float = 60) -> None:
+    url, auth = _kernel(page_url)
+    deadline = time.monotonic() + timeout
+    while h.http_json("GET", url, headers=auth)["execution_state"] != "idle":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the kernel did not become idle")
+        time.sleep(0.2)
+
+
+def idle(page: Any) -> None:
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=60_000)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--models", type=int, default=200)
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    facts = h.machine_facts()
+    print(f"machine: load {facts['loadavg_at_start']}", flush=True)
+    work = h.temp_dir("lumen-bench-browser-")
+    print(f"seeding {args.rows:,} calls, {args.keys} keys, {args.models} models", flush=True)
+    url, config, secret_file = seed_store(work, args)
+    proc, page_url = start_lab(url, config, secret_file)
+    print(f"lab: {page_url.split('?')[0]}", flush=True)
+    results: dict[str, list[dict[str, float]]] = {
+        "widget_warm": [],
+        "widget_new_kernel": [],
+        "panel": [],
+    }
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
+        )
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(page_url)
+        page.locator(".jp-Notebook .jp-Cell").first.wait_for(timeout=90_000)
+        idle(page)
+        run_widget(page)  # warm-up: imports, first comm, the bundle
+        idle(page)
+        for i in range(args.runs):
+            results["widget_warm"].append(run_widget(page))
+            idle(page)
+            print(f"widget warm {i + 1}: {results['widget_warm'][-1]}", flush=True)
+        for i in range(args.runs):
+            restart_kernel(page_url)
+            time.sleep(1)
+            results["widget_new_kernel"].append(run_widget(page))
+            kernel_idle(page_url)
+            print(f"widget new kernel {i + 1}: {results['widget_new_kernel'][-1]}", flush=True)
+        # the rows' real heights (the windowing assumes 36 px: one layout, no second render)
+        heights = page.evaluate(
+            """() => [...new Set([...document.querySelectorAll(
+                 '.lumen-table tbody tr[data-row-key]')].map(
+                 tr => tr.getBoundingClientRect().height))]"""
+        )
+        print(f"row heights: {heights}", flush=True)
+        meter = page.locator(".lumen-status-item")
+        for i in range(args.runs + 1):
+            outcome = measure(page, meter.click, ".lumen-panel")
+            if i:  # the first opening loads nothing more, but is the warm-up
+                results["panel"].append(outcome)
+                print(f"panel {i}: {outcome}", flush=True)
+            page.evaluate("() => window.jupyterapp.commands.execute('application:close')")
+            page.locator(".lumen-panel").wait_for(state="detached")
+        browser.close()
+    h.stop(proc)
+    summary = {
+        name: {
+            part: h.summary_ms([r[part] / 1000 for r in runs])
+            for part in ("painted_ms", "filled_ms")
+        }
+        for name, runs in results.items()
+    }
+    data = {
+        "benchmark": "profile_browser",
+        "command": "python benchmarks/bench_profile_browser.py " + " ".join(sys.argv[1:]),
+        "machine": facts,
+        "loadavg_after": h.loadavg(),
+        "parameters": vars(args),
+        "targets_ms": TARGETS_MS,
+        "row_heights_px": heights,
+        "runs": results,
+        "summary": summary,
+    }
+    path = h.write_results("profile_browser", data)
+    for name, parts in summary.items():
+        print(
+            f"{name:18} painted p50 {parts['painted_ms']['p50']:7.1f} ms  "
+            f"filled p50 {parts['filled_ms']['p50']:7.1f} ms  (target {TARGETS_MS[name]} ms)"
+        )
+    print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()
