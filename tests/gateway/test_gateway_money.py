@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -290,15 +290,13 @@ async def test_choices_are_reserved_and_checked(
     await books.settled()
 
 
-@pytest.mark.gateway(pool={"max": 100, "refresh": 0, "starting": 100})
-async def test_revoking_a_key_stops_its_running_stream_within_a_second(
-    gateway_url: str, upstream: Upstream, books: Any, make_key: Any, jp_fetch: Any
-) -> None:
-    upstream.events, upstream.delay = 2000, 0.02  # 40 s of stream
-    key_id, key = await make_key("script")
+async def stream_and_revoke(
+    gateway_url: str, key: str, revoke: Callable[[], Awaitable[Any]]
+) -> tuple[list[dict[str, Any]], float]:
+    """Stream a long answer with ``key``, call ``revoke`` after 20 events, and return the
+    events received and the seconds from the revocation to the end of the stream."""
     events: list[dict[str, Any]] = []
     revoked_at = 0.0
-    ended_at = 0.0
     async with (
         httpx.AsyncClient(timeout=30) as client,
         client.stream(
@@ -314,9 +312,20 @@ async def test_revoking_a_key_stops_its_running_stream_within_a_second(
                 events.append(json.loads(line[6:]))
             if len(events) == 20 and not revoked_at:
                 revoked_at = time.monotonic()
-                await jp_fetch("lumen", "api", "keys", str(key_id), method="DELETE")
-        ended_at = time.monotonic()
-    assert ended_at - revoked_at < 1.0
+                await revoke()
+    return events, time.monotonic() - revoked_at
+
+
+@pytest.mark.gateway(pool={"max": 100, "refresh": 0, "starting": 100})
+async def test_revoking_a_key_stops_its_running_stream_within_a_second(
+    gateway_url: str, upstream: Upstream, books: Any, make_key: Any, jp_fetch: Any
+) -> None:
+    upstream.events, upstream.delay = 2000, 0.02  # 40 s of stream
+    key_id, key = await make_key("script")
+    events, stopped_after = await stream_and_revoke(
+        gateway_url, key, lambda: jp_fetch("lumen", "api", "keys", str(key_id), method="DELETE")
+    )
+    assert stopped_after < 1.0
     assert events[-1]["error"]["code"] == "revoked"
     delivered = sum(1 for e in events if e.get("choices"))
     assert 20 <= delivered < 100
@@ -337,24 +346,12 @@ async def test_a_key_revoked_by_another_process_stops_the_stream_at_its_next_che
     key_id, key = await make_key("script")
     # the administrator's command: its own service object on the same store
     admin = LumenService(lumen_app.store, lumen_app.service.catalog, lumen_app.service.secret)
-    events: list[dict[str, Any]] = []
-    revoked_at = 0.0
-    async with (
-        httpx.AsyncClient(timeout=30) as client,
-        client.stream(
-            "POST",
-            f"{gateway_url}/chat/completions",
-            json=chat("open", stream=True, max_tokens=1000),
-            headers={"Authorization": f"Bearer {key}"},
-        ) as response,
-    ):
-        async for line in response.aiter_lines():
-            if line.startswith("data: {"):
-                events.append(json.loads(line[6:]))
-            if len(events) == 20 and not revoked_at:
-                revoked_at = time.monotonic()
-                await asyncio.to_thread(admin.revoke_key, Identity("ada", "ada"), key_id)
-    assert time.monotonic() - revoked_at < 2.5  # the next checkpoint is at most 1 s away
+    events, stopped_after = await stream_and_revoke(
+        gateway_url,
+        key,
+        lambda: asyncio.to_thread(admin.revoke_key, Identity("ada", "ada"), key_id),
+    )
+    assert stopped_after < 2.5  # the next checkpoint is at most 1 s away
     assert events[-1]["error"]["code"] == "revoked"
     await books.settled()
 
