@@ -20,6 +20,7 @@ or a server that was only slow, can never bill a call twice.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -55,6 +56,18 @@ class Recovered:
     instances: int = 0
     settled: int = 0
     released: int = 0
+
+
+def this_host() -> str:
+    """Where this process's id means something: the host name and, where Linux tells,
+    the PID namespace (containers that share a host name, e.g. with host networking,
+    each have their own process ids, so one must not judge another's by its pid)."""
+    name = socket.gethostname()
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return name
+    return f"{name}/pid:{namespace}"
 
 
 def process_exists(pid: int) -> bool:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import uuid
 from concurrent.futures import Executor
 from datetime import datetime
@@ -47,7 +46,7 @@ class InstanceKeeper:
 
     def start(self, started_at: datetime) -> None:
         """Register, then settle what dead instances (and pre-instance servers) left open."""
-        me = recovery.Instance(uuid.uuid4().hex, socket.gethostname(), os.getpid())
+        me = recovery.Instance(uuid.uuid4().hex, recovery.this_host(), os.getpid())
         self.service.register_instance(me)
         self._report(self.service.recover(stale_after=self.stale_after, started_before=started_at))
 

@@ -31,7 +31,7 @@ from tests.core.helpers import (
     pool,
 )
 
-HOST = socket.gethostname()
+HOST = recovery.this_host()
 
 
 def exited_pid() -> int:
@@ -131,6 +131,21 @@ def test_a_server_taken_for_dead_registers_again_and_cannot_bill_twice(
     with judge.store.read() as conn:
         assert set(conn.execute(select(instances.c.id)).scalars()) == {"slow", "judge"}
     assert_ledger_invariant(judge.store)
+
+
+def test_a_process_id_in_another_pid_namespace_is_not_judged_by_this_one(
+    make_service: MakeService, cat: Catalog
+) -> None:
+    """Same host name, another PID namespace (a container with host networking): its pid
+    says nothing here, so only its heartbeat can show it dead."""
+    name = socket.gethostname()
+    elsewhere = server(make_service, cat, "container", exited_pid(), host=f"{name}/pid:1")
+    call = admit(elsewhere)
+    local = server(make_service, cat, "local", os.getpid())
+    assert local.recover().instances == 0
+    assert status(local, call.request_id)[0] == "pending"
+    elsewhere.settle(call, 1, 1)
+    assert_ledger_invariant(local.store)
 
 
 def test_calls_from_before_instances_are_reconciled_at_start(
