@@ -43,10 +43,10 @@ def run(store: Store, iterations: int, label: str) -> float:
     ctx = CallContext(account_id=acct, source="api", notebook="bench.ipynb")
 
     def one() -> None:
-        admission = service.open_call(
+        admission = service.calls.open_call(
             who, ctx, "paid", endpoint="chat", input_tokens=100, max_output_tokens=500
         )
-        service.settle(admission, 90, 300)
+        service.calls.settle(admission, 90, 300)
 
     for _ in range(min(200, iterations)):  # warm up caches
         one()

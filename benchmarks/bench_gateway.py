@@ -372,10 +372,10 @@ def db_path_cost(config: Path, calls: int = 300) -> dict[str, Any]:
         assert owner is not None
         account = service.account("bench")
         ctx = billing.CallContext(account_id=account, source="api", key_id=owner.key_id)
-        admission = service.open_call(
+        admission = service.calls.open_call(
             who, ctx, MODEL, endpoint="chat", input_tokens=20, max_output_tokens=64
         )
-        service.settle(admission, 20, 40)
+        service.calls.settle(admission, 20, 40)
 
     def timed(fn: Any, n: int) -> tuple[float, float]:
         for _ in range(20):

@@ -83,7 +83,7 @@ class Scene:
             key_id=key_id,
             notebook=notebook,
         )
-        admission = self.server.open_call(
+        admission = self.server.calls.open_call(
             who(username),
             ctx,
             "demo-pro",
@@ -91,7 +91,7 @@ class Scene:
             input_tokens=1000,
             max_output_tokens=100,
         )
-        self.server.settle(admission, 1000, 100)
+        self.server.calls.settle(admission, 1000, 100)
 
 
 @contextmanager

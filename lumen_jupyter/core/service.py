@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
@@ -22,13 +21,12 @@ from ..store.schema import api_keys, consents, user_pools
 from . import billing, key_limits, keyring, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
+from .calls import Calls
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
 from .cell_usage import cell_history
 from .clock import Clock, SystemClock, isoformat_z
 from .errors import (
-    AuthenticationFailed,
     BadRequest,
-    BudgetExhausted,
     ConsentRequired,
     NotFound,
     PermissionDenied,
@@ -37,7 +35,7 @@ from .keys import hash_key, looks_like_key
 from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
-from .usage import Counters, Summary, Usage, history, profile_summary, summarize
+from .usage import Counters, Summary, history, profile_summary, summarize
 
 _USER_POOL = HotStatement(
     select(user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro).where(
@@ -90,25 +88,6 @@ def avatar_url(email: str | None) -> str | None:
     return f"https://www.gravatar.com/avatar/{digest}?d=mp&s=160"
 
 
-@dataclass(frozen=True)
-class Admission:
-    """An admitted call: the request to settle or release, and what was reserved."""
-
-    request_id: int
-    account_id: int
-    model: ModelSpec
-    reserved_micro: int
-    facts: billing.RequestFacts | None = None
-    """What :func:`billing.admit` recorded, so settling needs no read of the request."""
-    output_budget: int = 0
-    """Output tokens reserved for each choice: the ``max_tokens`` to send upstream."""
-    key_id: int | None = None
-
-
-AdmissionOutcome = Admission | tuple[billing.Refusal, ResolvedPool | None]
-"""An admitted call, or why it was refused (raised by ``admission_or_raise``)."""
-
-
 class LumenService:
     """The domain as one object."""
 
@@ -121,6 +100,7 @@ class LumenService:
         clock: Clock | None = None,
         strict_billing: bool = True,
         status_provider: StatusProvider = static_status,
+        default_output_cap: int = billing.DEFAULT_OUTPUT_CAP,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -128,7 +108,8 @@ class LumenService:
         self.clock = clock or SystemClock()
         self.strict_billing = strict_billing
         self.status_provider = status_provider
-        self.default_output_cap = billing.DEFAULT_OUTPUT_CAP
+        self.calls = Calls(self, default_output_cap=default_output_cap)
+        """Admission and settlement of model calls (:mod:`.calls`)."""
         self._account_ids: dict[str, int] = {}
         self._known_keys: dict[str, keyring.KeyOwner] = {}
         self.instance: recovery.Instance | None = None
@@ -295,7 +276,7 @@ class LumenService:
         acct = self.account(who.username)
         with self.store.write() as conn:
             outcome = keyring.revoke_key(conn, acct, key_id, self.clock.now())
-        self._forget_key(key_id)
+        self.forget_key(key_id)
         for listener in self.revocation_listeners:
             listener(key_id)
         return outcome
@@ -328,7 +309,7 @@ class LumenService:
             return None
         return self._known_keys.get(hash_key(raw, self.secret))
 
-    def _forget_key(self, key_id: int) -> None:
+    def forget_key(self, key_id: int) -> None:
         for digest, owner in list(self._known_keys.items()):
             if owner.key_id == key_id:
                 del self._known_keys[digest]
@@ -527,7 +508,7 @@ class LumenService:
         groups = self.catalog.groups_of(who.username, who.groups)
         return resolve_access(model, user, groups, self.catalog, digest)
 
-    def _callable_model(self, conn: Connection, who: Identity, acct: int, name: str) -> ModelSpec:
+    def callable_model_in(self, conn: Connection, who: Identity, acct: int, name: str) -> ModelSpec:
         """The model, if this user may call it now; else the error to answer."""
         model = self.catalog.models.get(name)
         access = self._access_to(conn, who, acct, name)
@@ -547,250 +528,7 @@ class LumenService:
     def callable_model(self, who: Identity, name: str) -> ModelSpec:
         acct = self.account(who.username)
         with self.store.read() as conn:
-            return self._callable_model(conn, who, acct, name)
-
-    def open_call(
-        self,
-        who: Identity,
-        ctx: billing.CallContext,
-        model_name: str,
-        *,
-        endpoint: str,
-        input_tokens: int,
-        max_output_tokens: int | None,
-        choices: int = 1,
-    ) -> Admission:
-        """Check access and reserve the worst case of one call, in one transaction."""
-        with self.store.write() as conn:
-            outcome = self.open_call_in(
-                conn,
-                who,
-                ctx,
-                model_name,
-                endpoint=endpoint,
-                input_tokens=input_tokens,
-                max_output_tokens=max_output_tokens,
-                choices=choices,
-            )
-        return self.admission_or_raise(outcome)
-
-    def open_call_in(
-        self,
-        conn: Connection,
-        who: Identity,
-        ctx: billing.CallContext,
-        model_name: str,
-        *,
-        endpoint: str,
-        input_tokens: int,
-        max_output_tokens: int | None,
-        choices: int = 1,
-    ) -> AdmissionOutcome:
-        """:meth:`open_call` inside the caller's write transaction; a refusal is returned,
-        to be raised by :meth:`admission_or_raise` after the commit (a due refill is kept).
-        Access errors (unknown model, consent, revoked key) raise before any write.
-
-        ``choices`` (the request's ``n`` or ``best_of``) multiplies the output reserved:
-        each choice may produce the whole output budget."""
-        self._check_key(conn, ctx)
-        model = self._callable_model(conn, who, ctx.account_id, model_name)
-        output = 0
-        if endpoint != "embeddings":
-            output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
-        worst = billing.worst_case_cost(model, input_tokens, output * max(1, choices))
-        return self._admit(
-            conn, who, ctx, model, worst, endpoint, self.clock.now(), input_tokens, output
-        )
-
-    def admit(
-        self,
-        who: Identity,
-        ctx: billing.CallContext,
-        model: ModelSpec,
-        worst_case: int,
-        endpoint: str,
-    ) -> Admission:
-        """Reserve ``worst_case`` for a call to ``model`` (access already checked)."""
-        now = self.clock.now()
-        with self.store.write() as conn:
-            self._check_key(conn, ctx)
-            outcome = self._admit(conn, who, ctx, model, worst_case, endpoint, now, 0, 0)
-        return self.admission_or_raise(outcome)
-
-    def _check_key(self, conn: Connection, ctx: billing.CallContext) -> None:
-        """A call made with a personal key is admitted only while the key is active and
-        unexpired (its budget is checked by the reservation, :func:`billing.admit`)."""
-        if ctx.key_id is None:
-            return
-        try:
-            keyring.check_usable(conn, ctx.key_id, self.clock.now())
-        except AuthenticationFailed:
-            self._forget_key(ctx.key_id)
-            raise
-
-    def _admit(
-        self,
-        conn: Connection,
-        who: Identity,
-        ctx: billing.CallContext,
-        model: ModelSpec,
-        worst: int,
-        endpoint: str,
-        now: datetime,
-        input_tokens: int,
-        output_budget: int,
-    ) -> AdmissionOutcome:
-        resolved = self.resolve_pool(conn, who, ctx.account_id)
-        outcome = billing.admit(
-            self.store,
-            conn,
-            ctx,
-            pool=resolved.spec if resolved else None,
-            model=model.name,
-            endpoint=endpoint,
-            worst_case_micro=worst,
-            strict=self.strict_billing,
-            now=now,
-            input_tokens=input_tokens,
-            instance_id=self.instance.id if self.instance else None,
-        )
-        if isinstance(outcome, billing.Refusal):
-            return outcome, resolved  # raised after the commit, so a due refill is kept
-        metered = resolved is not None and not resolved.spec.unlimited
-        reserved = worst if self.strict_billing and metered else 0
-        return Admission(
-            outcome.request_id,
-            ctx.account_id,
-            model,
-            reserved,
-            outcome,
-            output_budget=output_budget,
-            key_id=ctx.key_id,
-        )
-
-    def admission_or_raise(self, outcome: AdmissionOutcome) -> Admission:
-        """The admission, or the error telling why the call was refused."""
-        if isinstance(outcome, Admission):
-            return outcome
-        raise self._refusal_error(*outcome)
-
-    def _refusal_error(self, refusal: billing.Refusal, resolved: ResolvedPool | None) -> Exception:
-        if refusal.error is not None:
-            return refusal.error
-        if refusal.reason == "no_pool":
-            return PermissionDenied(
-                "No coin budget has been set up for your account; ask an administrator for one",
-                code="no_pool",
-            )
-        if refusal.reason == "pool_blocked":
-            return PermissionDenied(
-                "Your coin pool is blocked (max 0); ask an administrator", code="pool_blocked"
-            )
-        balance = refusal.balance_micro or 0
-        refill_comes = (
-            refusal.next_refill_at is not None
-            and resolved is not None
-            and resolved.spec.refresh_micro > 0
-        )
-        message = f"Coin budget exhausted: your balance is {format_coins(balance)} coins"
-        if balance > 0 and refusal.needed_micro:
-            message = (
-                f"Coin budget too low: this request may cost up to "
-                f"{format_coins(refusal.needed_micro)} coins and your balance is "
-                f"{format_coins(balance)}; lower max_tokens"
-                + (" or wait for the refill" if refill_comes else "")
-            )
-        if refill_comes and resolved is not None and refusal.next_refill_at is not None:
-            message += (
-                f". The next refill (+{format_coins(resolved.spec.refresh_micro)} coins/hour) "
-                f"comes at {isoformat_z(refusal.next_refill_at)}"
-            )
-        elif resolved is None or resolved.spec.refresh_micro <= 0:
-            message += ". This pool does not refill: ask an administrator to grant more coins"
-        else:
-            message += ". Ask an administrator to grant more coins"
-        return BudgetExhausted(message, next_refill_at=isoformat_z(refusal.next_refill_at))
-
-    def settle(
-        self,
-        admission: Admission,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        status: str = "ok",
-        estimated: bool = False,
-        http_status: int | None = 200,
-    ) -> billing.Settled | None:
-        with self.store.write() as conn:
-            return self.settle_in(
-                conn,
-                admission,
-                input_tokens,
-                output_tokens,
-                status=status,
-                estimated=estimated,
-                http_status=http_status,
-            )
-
-    def settle_in(
-        self,
-        conn: Connection,
-        admission: Admission,
-        input_tokens: int,
-        output_tokens: int,
-        *,
-        status: str = "ok",
-        estimated: bool = False,
-        http_status: int | None = 200,
-        output_limit: int = 0,
-    ) -> billing.Settled | None:
-        """:meth:`settle` inside the caller's write transaction.
-
-        ``output_limit`` (the output reserved): more output than that is priced, so
-        that the overrun above the cap is known, but counted as the limit."""
-        counted = min(output_tokens, output_limit) if output_limit else output_tokens
-        return billing.settle(
-            self.store,
-            conn,
-            admission.request_id,
-            usage=Usage(
-                input_tokens,
-                counted,
-                billing.actual_cost(admission.model, input_tokens, output_tokens),
-            ),
-            status=status,
-            estimated=estimated,
-            http_status=http_status,
-            now=self.clock.now(),
-            facts=admission.facts,
-        )
-
-    def release(self, admission: Admission, *, status: str, http_status: int | None) -> bool:
-        with self.store.write() as conn:
-            return self.release_in(conn, admission, status=status, http_status=http_status)
-
-    def release_in(
-        self, conn: Connection, admission: Admission, *, status: str, http_status: int | None
-    ) -> bool:
-        """:meth:`release` inside the caller's write transaction."""
-        return billing.release(
-            conn,
-            admission.request_id,
-            status=status,
-            http_status=http_status,
-            now=self.clock.now(),
-            facts=admission.facts,
-        )
-
-    def record_progress_in(self, conn: Connection, admission: Admission, output: int) -> str | None:
-        """Note a stream's delivered output; returns why it must stop, if it must:
-        ``revoked`` (the personal key it was made with has been revoked) or ``ended``
-        (the call is no longer pending: a server that took this one for dead settled it)."""
-        if not billing.record_progress(conn, admission.request_id, output):
-            return "ended"
-        if admission.key_id is not None and not keyring.is_active(conn, admission.key_id):
-            return "revoked"
-        return None
+            return self.callable_model_in(conn, who, acct, name)
 
     # -- instances and recovery ---------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from tornado.iostream import StreamClosedError
 
 from ..core import billing, strict_json
 from ..core.access import may_call
+from ..core.calls import Admission
 from ..core.catalog import EndpointSpec, ModelSpec
 from ..core.errors import (
     AuthenticationFailed,
@@ -41,7 +42,6 @@ from ..core.errors import (
 )
 from ..core.money import micro_to_coins
 from ..core.redact import redact
-from ..core.service import Admission
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from ..server.accountant import Accountant
 from ..server.auth import LumenHandler, Principal, bearer_token, lumen_endpoint
@@ -101,7 +101,7 @@ class Gateway:
             connect_timeout=app.upstream_connect_timeout,
         )
         self.service.status_provider = self.upstreams.status
-        self.service.default_output_cap = app.default_max_output_tokens
+        self.service.calls.default_output_cap = app.default_max_output_tokens
         self.rate_limiter = RateLimiter(app.rate_limit_per_minute)
         self.rate_limit_sessions = app.rate_limit_sessions
         self.max_request_bytes = app.max_request_bytes
@@ -433,7 +433,7 @@ class ModelCallHandler(GatewayHandler):
         try:
             ctx = self.call_context(principal)
             outcome = await self.book(
-                lambda conn: self.service.open_call_in(
+                lambda conn: self.service.calls.open_call_in(
                     conn,
                     self.identity,
                     ctx,
@@ -444,7 +444,7 @@ class ModelCallHandler(GatewayHandler):
                     choices=choices,
                 )
             )
-            admission = self.service.admission_or_raise(outcome)
+            admission = self.service.calls.admission_or_raise(outcome)
         except LumenError as refused:
             if self._rate_slot is not None:  # a refused call does not count
                 self.gateway.rate_limiter.give_back(self._rate_slot)
@@ -468,7 +468,7 @@ class ModelCallHandler(GatewayHandler):
                 self.gateway.untrack(admission.key_id, self)
             if not settled:
                 await self.book(
-                    lambda conn: self.service.release_in(
+                    lambda conn: self.service.calls.release_in(
                         conn, admission, status="error", http_status=None
                     )
                 )
@@ -499,7 +499,7 @@ class ModelCallHandler(GatewayHandler):
         Output is counted at most up to what was reserved; a cost above the call's cap
         is not billed but recorded on the request and logged for the admin."""
         settled = await self.book(
-            lambda conn: self.service.settle_in(
+            lambda conn: self.service.calls.settle_in(
                 conn,
                 admission,
                 input_tokens,
@@ -539,7 +539,7 @@ class ModelCallHandler(GatewayHandler):
     async def _record_progress(self, admission: Admission, delivered: int) -> None:
         try:
             stop = await self.book(
-                lambda conn: self.service.record_progress_in(conn, admission, delivered)
+                lambda conn: self.service.calls.record_progress_in(conn, admission, delivered)
             )
         except Exception:  # the next checkpoint tries again; the settle bills it anyway
             log.warning("lumen: could not record the progress of a stream", exc_info=True)

@@ -48,12 +48,12 @@ def attempt_calls(service: LumenService, attempts: int) -> tuple[int, int]:
     for _ in range(attempts):
         ctx = CallContext(account_id=service.account(USER), source="api")
         try:
-            admission = service.admit(who, ctx, model, WORST, "chat")
+            admission = service.calls.admit(who, ctx, model, WORST, "chat")
         except BudgetExhausted:
             refused += 1
             continue
         admitted += 1
-        settled = service.settle(admission, WORST_IN, WORST_OUT)
+        settled = service.calls.settle(admission, WORST_IN, WORST_OUT)
         assert settled is not None and settled.coins_micro == WORST
     return admitted, refused
 

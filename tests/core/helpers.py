@@ -9,9 +9,10 @@ from sqlalchemy import func, select
 
 from lumen_jupyter.core.accounts import Identity
 from lumen_jupyter.core.billing import CallContext
+from lumen_jupyter.core.calls import Admission
 from lumen_jupyter.core.catalog import Catalog, EndpointSpec, ModelSpec, PoolSpec, Rule
 from lumen_jupyter.core.money import MICRO
-from lumen_jupyter.core.service import Admission, LumenService
+from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.store import Store
 from lumen_jupyter.store.schema import accounts, balances, ledger, requests_log
 
@@ -80,7 +81,7 @@ def admit(
     context = CallContext(
         account_id=service.account(username), source=ctx.pop("source", "api"), **ctx
     )
-    return service.admit(identity, context, spec, worst, "chat")
+    return service.calls.admit(identity, context, spec, worst, "chat")
 
 
 def balance(store: Store, username: str = "alice") -> int | None:

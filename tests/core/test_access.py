@@ -182,7 +182,7 @@ def test_consent_not_required_lets_needs_ack_through(make_service: MakeService) 
     service = make_service(cat)
     assert service.callable_model(who(), "restricted").name == "restricted"
     admission = admit(service, name="restricted")
-    assert service.settle(admission, 1, 1) is not None
+    assert service.calls.settle(admission, 1, 1) is not None
 
 
 def test_group_rules_through_the_service(make_service: MakeService) -> None:

@@ -49,7 +49,7 @@ def test_reserve_then_settle_refunds_the_difference(service: LumenService) -> No
     assert (row.status, row.reserved_micro, row.metered) == ("pending", WORST, True)
     assert_ledger_invariant(service.store)  # mid-flight too
 
-    settled = service.settle(admission, 100, 200)  # 100_000 + 400_000
+    settled = service.calls.settle(admission, 100, 200)  # 100_000 + 400_000
     assert settled is not None
     assert settled.coins_micro == 500_000
     assert balance(service.store) == 11 * MICRO - 500_000
@@ -70,7 +70,7 @@ def test_reserve_then_settle_refunds_the_difference(service: LumenService) -> No
 
 def test_release_gives_everything_back(service: LumenService) -> None:
     admission = admit(service)
-    assert service.release(admission, status="error", http_status=502) is True
+    assert service.calls.release(admission, status="error", http_status=502) is True
     assert balance(service.store) == 11 * MICRO
     assert [k for k, _ in ledger_rows(service.store)] == ["grant", "reserve", "release"]
     row = request_row(service, admission.request_id)
@@ -81,12 +81,12 @@ def test_release_gives_everything_back(service: LumenService) -> None:
 
 def test_settle_twice_and_release_after_settle_are_no_ops(service: LumenService) -> None:
     admission = admit(service)
-    assert service.settle(admission, 100, 100) is not None
+    assert service.calls.settle(admission, 100, 100) is not None
     after_first = balance(service.store)
     rows = len(ledger_rows(service.store))
-    assert service.settle(admission, 100, 100) is None
-    assert service.settle(admission, 1, 1) is None
-    assert service.release(admission, status="error", http_status=500) is False
+    assert service.calls.settle(admission, 100, 100) is None
+    assert service.calls.settle(admission, 1, 1) is None
+    assert service.calls.release(admission, status="error", http_status=500) is False
     assert balance(service.store) == after_first
     assert len(ledger_rows(service.store)) == rows
     assert service.summary(who()).total.requests == 1
@@ -95,9 +95,9 @@ def test_settle_twice_and_release_after_settle_are_no_ops(service: LumenService)
 
 def test_settle_after_release_is_a_no_op(service: LumenService) -> None:
     admission = admit(service)
-    assert service.release(admission, status="error", http_status=500) is True
-    assert service.release(admission, status="error", http_status=500) is False
-    assert service.settle(admission, 100, 100) is None
+    assert service.calls.release(admission, status="error", http_status=500) is True
+    assert service.calls.release(admission, status="error", http_status=500) is False
+    assert service.calls.settle(admission, 100, 100) is None
     assert balance(service.store) == 11 * MICRO
     assert_ledger_invariant(service.store)
 
@@ -117,7 +117,7 @@ def test_strict_refuses_when_the_worst_case_does_not_fit(
     # a smaller worst case that fits is admitted, down to exactly zero
     admission = admit(service, worst=MICRO)
     assert balance(service.store) == 0
-    service.settle(admission, 1000, 0)
+    service.calls.settle(admission, 1000, 0)
     assert balance(service.store) == 0
     assert_ledger_invariant(service.store)
 
@@ -133,7 +133,7 @@ def test_zero_balance_blocks_even_free_models(service: LumenService) -> None:
 def test_free_model_with_positive_balance_costs_nothing(service: LumenService) -> None:
     admission = admit(service, name="free", worst=0)
     assert admission.reserved_micro == 0
-    assert service.settle(admission, 5000, 5000) is not None
+    assert service.calls.settle(admission, 5000, 5000) is not None
     assert balance(service.store) == 11 * MICRO
     assert service.summary(who()).total.tokens == 10_000
     assert_ledger_invariant(service.store)
@@ -179,7 +179,7 @@ def test_unlimited_pool_reserves_nothing_and_keeps_no_balance(make_service: Make
     service = make_service(catalog(pool(None)))
     admission = admit(service, worst=50 * MICRO)
     assert admission.reserved_micro == 0
-    settled = service.settle(admission, 1000, 1000)
+    settled = service.calls.settle(admission, 1000, 1000)
     assert settled is not None and settled.coins_micro == 3 * MICRO
     assert count(service.store, balances) == 0
     assert count(service.store, ledger) == 0
@@ -195,7 +195,7 @@ def test_a_cost_above_the_reservation_is_capped_and_the_overrun_recorded(
     charged its reservation, never more, and the difference is recorded for the admin."""
     service.grant(who(), -(11 * MICRO - 1_200_000))  # 1.2 coins
     admission = admit(service)  # reserves 1.1
-    settled = service.settle(admission, 100, 1000)  # would cost 0.1 + 2.0 = 2.1
+    settled = service.calls.settle(admission, 100, 1000)  # would cost 0.1 + 2.0 = 2.1
     assert settled is not None
     assert (settled.coins_micro, settled.overrun_micro) == (WORST, 2_100_000 - WORST)
     assert balance(service.store) == 1_200_000 - WORST  # 0.1 left: never below zero
@@ -209,7 +209,7 @@ def test_a_cost_above_the_reservation_is_capped_and_the_overrun_recorded(
 def test_soft_mode_caps_the_charge_at_the_worst_case(make_service: MakeService) -> None:
     service = make_service(catalog(pool(11, starting=1)), strict_billing=False)
     admission = admit(service)  # nothing reserved in soft mode
-    settled = service.settle(admission, 10**9, 10**9)
+    settled = service.calls.settle(admission, 10**9, 10**9)
     assert settled is not None and settled.coins_micro == WORST
     assert balance(service.store) == 1 * MICRO - WORST  # the debt is one worst case at most
     assert_ledger_invariant(service.store)
@@ -223,7 +223,7 @@ def test_soft_mode_admits_any_positive_balance_and_carries_debt(
     assert admission.reserved_micro == 0
     assert balance(service.store) == 500_000
     assert request_row(service, admission.request_id).reserved_micro == 0
-    service.settle(admission, 100, 500)  # 1.1 coins, the worst case
+    service.calls.settle(admission, 100, 500)  # 1.1 coins, the worst case
     assert balance(service.store) == -600_000
     with pytest.raises(BudgetExhausted) as err:
         admit(service)
@@ -239,7 +239,7 @@ def test_soft_mode_admits_any_positive_balance_and_carries_debt(
     clock.advance(hours=2)  # +1.0
     assert service.pool_state(who())["balance"]["micro"] == 900_000
     admission = admit(service, name="free", worst=0)
-    service.settle(admission, 10, 10)
+    service.calls.settle(admission, 10, 10)
     service.grant(who(), 2 * MICRO, note="top-up")
     assert balance(service.store) == 2_900_000
     assert [k for k, _ in ledger_rows(service.store)] == [
@@ -278,5 +278,5 @@ def test_call_context_is_logged(service: LumenService) -> None:
         "paid",
         "chat",
     )
-    service.settle(admission, 1, 1)
+    service.calls.settle(admission, 1, 1)
     assert_ledger_invariant(service.store)

@@ -48,13 +48,15 @@ def seeded(make_service: MakeService) -> LumenService:
         context = CallContext(
             account_id=service.account(user), source="kernel", notebook=notebook, cell=cell
         )
-        service.settle(service.admit(who(user), context, paid, 50 * MICRO, "chat"), tin, tout)
+        service.calls.settle(
+            service.calls.admit(who(user), context, paid, 50 * MICRO, "chat"), tin, tout
+        )
     alice = CallContext(
         account_id=service.account("alice"), source="kernel", notebook="a.ipynb", cell="c3"
     )
-    failed = service.admit(who(), alice, paid, 10 * MICRO, "chat")
-    service.release(failed, status="error", http_status=502)
-    service.admit(who(), alice, paid, 10 * MICRO, "chat")  # still in flight
+    failed = service.calls.admit(who(), alice, paid, 10 * MICRO, "chat")
+    service.calls.release(failed, status="error", http_status=502)
+    service.calls.admit(who(), alice, paid, 10 * MICRO, "chat")  # still in flight
     clock.advance(at(TODAY, 12) - clock.now())
     return service
 

@@ -49,7 +49,7 @@ def keyed(service: LumenService, key_id: int) -> CallContext:
 
 
 def call(service: LumenService, key_id: int, worst: int = WORST) -> Any:
-    return service.admit(
+    return service.calls.admit(
         ALICE, keyed(service, key_id), service.catalog.models["paid"], worst, "chat"
     )
 
@@ -146,27 +146,27 @@ def test_budget_is_reserved_and_spent(service: LumenService, store: Store) -> No
     assert caught.value.code == "key_budget_exhausted"
     assert caught.value.status == 429 and not caught.value.retryable
     assert "may cost up to 1.1" in caught.value.message
-    service.settle(first, 100, 100)  # 100_000 + 200_000 micro
-    service.release(second, status="error", http_status=502)
+    service.calls.settle(first, 100, 100)  # 100_000 + 200_000 micro
+    service.calls.release(second, status="error", http_status=502)
     row = key_row(store, key_id)
     assert (int(row.coins_micro), int(row.reserved_micro)) == (300_000, 0)
     assert_key_books(store)
     assert_ledger_invariant(store)
     third = call(service, key_id)  # 1.9 left: one more worst case fits
-    service.settle(third, 100, 500)
+    service.calls.settle(third, 100, 500)
     row = key_row(store, key_id)
     assert int(row.coins_micro) == 300_000 + WORST
     with pytest.raises(BudgetExhausted):
         call(service, key_id)
     smaller = call(service, key_id, worst=500_000)  # 0.8 left: a smaller call fits
-    service.settle(smaller, 500, 0)
+    service.calls.settle(smaller, 500, 0)
     assert_key_books(store)
     assert_ledger_invariant(store)
 
 
 def test_spent_budget_message(service: LumenService, store: Store) -> None:
     key_id = service.create_key(ALICE, "k", budget="1.1")["id"]
-    service.settle(call(service, key_id), 100, 500)
+    service.calls.settle(call(service, key_id), 100, 500)
     with pytest.raises(BudgetExhausted) as caught:
         call(service, key_id, worst=1)
     assert "budget of API key 'k' is spent (1.1 of 1.1 coins)" in caught.value.message
@@ -199,7 +199,7 @@ def test_key_budget_holds_in_soft_billing_and_unlimited_pools(
         admitted = call(service, key_id)
         with pytest.raises(BudgetExhausted):
             call(service, key_id)
-        service.settle(admitted, 100, 500)
+        service.calls.settle(admitted, 100, 500)
         assert int(key_row(store, key_id).coins_micro) == WORST
     assert_key_books(store)
     assert_ledger_invariant(store)
@@ -207,7 +207,7 @@ def test_key_budget_holds_in_soft_billing_and_unlimited_pools(
 
 def test_expired_key_is_refused(service: LumenService, store: Store, clock: FakeClock) -> None:
     key_id = service.create_key(ALICE, "short", expires_in="1h")["id"]
-    service.settle(call(service, key_id), 1, 1)
+    service.calls.settle(call(service, key_id), 1, 1)
     clock.advance(timedelta(hours=1))
     with pytest.raises(AuthenticationFailed) as caught:
         call(service, key_id)
@@ -238,7 +238,7 @@ def test_recovery_settles_and_releases_on_the_key(make_service: MakeService, sto
     streaming = call(dead, key_id)
     call(dead, key_id)  # delivered nothing
     with store.write() as conn:
-        assert dead.record_progress_in(conn, streaming, 120) is None
+        assert dead.calls.record_progress_in(conn, streaming, 120) is None
     assert int(key_row(store, key_id).reserved_micro) == 2 * WORST
     survivor = make_service(cat)
     survivor.register_instance(recovery.Instance("survivor", socket.gethostname(), os.getpid()))
@@ -271,7 +271,7 @@ def test_threads_never_overspend_a_key(make_service: MakeService, store: Store) 
             except BudgetExhausted:
                 outcome = "refused"
             else:
-                service.settle(admitted, 100, 500)  # the whole worst case
+                service.calls.settle(admitted, 100, 500)  # the whole worst case
                 outcome = "ok"
             with lock:
                 outcomes.append(outcome)

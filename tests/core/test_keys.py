@@ -163,8 +163,8 @@ def test_revoke_keeps_the_row_and_counters_and_stops_the_key_at_once(
     owner = service.key_owner(raw)
     assert owner is not None
     ctx = CallContext(account_id=owner.account_id, source="api", key_id=owner.key_id)
-    admission = service.admit(who(), ctx, service.catalog.models["paid"], 20_000, "chat")
-    service.settle(admission, 3, 4)  # 3_000 + 8_000 micro-coins
+    admission = service.calls.admit(who(), ctx, service.catalog.models["paid"], 20_000, "chat")
+    service.calls.settle(admission, 3, 4)  # 3_000 + 8_000 micro-coins
     clock.advance(minutes=5)
 
     assert service.revoke_key(who(), created["id"]) == "revoked"

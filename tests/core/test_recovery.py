@@ -68,7 +68,7 @@ def test_a_second_server_never_frees_a_live_servers_calls(
     assert found == recovery.Recovered(0, 0, 0)
     assert all(status(first, c.request_id)[0] == "pending" for c in calls)
     for call in calls:  # the first server finishes its calls normally
-        assert first.settle(call, 10, 20) is not None
+        assert first.calls.settle(call, 10, 20) is not None
     assert balance(first.store) == 11 * MICRO - 5 * 50_000
     assert_ledger_invariant(first.store)
 
@@ -80,7 +80,7 @@ def test_a_dead_process_on_this_host_is_reconciled_at_once(
     streaming = admit(dead)
     waiting = admit(dead)
     with dead.store.write() as conn:  # the stream had delivered 120 tokens
-        assert dead.record_progress_in(conn, streaming, 120) is None
+        assert dead.calls.record_progress_in(conn, streaming, 120) is None
     survivor = server(make_service, cat, "survivor", os.getpid())
     found = survivor.recover()
     assert found == recovery.Recovered(instances=1, settled=1, released=1)
@@ -119,14 +119,14 @@ def test_a_server_taken_for_dead_registers_again_and_cannot_bill_twice(
     slow = server(make_service, cat, "slow", 1, host="another-host")
     call = admit(slow)
     with slow.store.write() as conn:
-        slow.record_progress_in(conn, call, 50)
+        slow.calls.record_progress_in(conn, call, 50)
     judge = server(make_service, cat, "judge", os.getpid())
     clock.advance(seconds=recovery.STALE_AFTER_SECONDS + 1)
     assert judge.recover().settled == 1
     with slow.store.write() as conn:
         slow.heartbeat_in(conn)  # it was only slow: back in the register
-        assert slow.record_progress_in(conn, call, 60) == "ended"  # its stream must stop
-    assert slow.settle(call, 10, 60) is None  # already settled once, for 50 tokens
+        assert slow.calls.record_progress_in(conn, call, 60) == "ended"  # its stream must stop
+    assert slow.calls.settle(call, 10, 60) is None  # already settled once, for 50 tokens
     assert status(judge, call.request_id) == ("interrupted", 50, 100_000)
     with judge.store.read() as conn:
         assert set(conn.execute(select(instances.c.id)).scalars()) == {"slow", "judge"}
@@ -144,7 +144,7 @@ def test_a_process_id_in_another_pid_namespace_is_not_judged_by_this_one(
     local = server(make_service, cat, "local", os.getpid())
     assert local.recover().instances == 0
     assert status(local, call.request_id)[0] == "pending"
-    elsewhere.settle(call, 1, 1)
+    elsewhere.calls.settle(call, 1, 1)
     assert_ledger_invariant(local.store)
 
 
@@ -166,7 +166,7 @@ def test_a_clean_stop_settles_its_own_open_calls(make_service: MakeService, cat:
     delivered = admit(me)
     nothing = admit(me)
     with me.store.write() as conn:
-        me.record_progress_in(conn, delivered, 10)
+        me.calls.record_progress_in(conn, delivered, 10)
     assert me.retire_instance() == (1, 1)
     assert status(me, delivered.request_id) == ("interrupted", 10, 20_000)
     assert status(me, nothing.request_id)[0] == "abandoned"
@@ -183,11 +183,11 @@ def test_progress_says_stop_once_the_key_is_revoked(make_service: MakeService) -
     created = me.create_key(who(), "script")
     call = admit(me, key_id=created["id"])
     with me.store.write() as conn:
-        assert me.record_progress_in(conn, call, 5) is None
+        assert me.calls.record_progress_in(conn, call, 5) is None
     me.revoke_key(who(), created["id"])
     with me.store.write() as conn:
-        assert me.record_progress_in(conn, call, 9) == "revoked"
-    assert me.settle(call, 3, 9) is not None
+        assert me.calls.record_progress_in(conn, call, 9) == "revoked"
+    assert me.calls.settle(call, 3, 9) is not None
     assert balance(me.store) == 11 * MICRO - 3 * 1000 - 9 * 2000
     assert WORST > 3 * 1000 + 9 * 2000
     assert_ledger_invariant(me.store)

@@ -185,7 +185,7 @@ def test_refill_happens_before_a_charge(make_service: MakeService, clock: FakeCl
     service.pool_state(who())
     clock.advance(hours=1)
     admission = admit(service, name="paid", worst=MICRO)
-    service.settle(admission, 500, 0)  # 500 tokens in at 1000 micro = 0.5 coin
+    service.calls.settle(admission, 500, 0)  # 500 tokens in at 1000 micro = 0.5 coin
     assert balance(service.store) == 1_500_000
     assert [k for k, _ in ledger_rows(service.store)] == ["refill", "reserve", "settle"]
     assert_ledger_invariant(service.store)

@@ -82,15 +82,17 @@ def seeded(make_service: MakeService) -> LumenService:
             notebook=notebook,
             conversation=conversation,
         )
-        admission = service.admit(alice, context, service.catalog.models[name], UNCAPPED, "chat")
-        settled = service.settle(admission, tin, tout)
+        admission = service.calls.admit(
+            alice, context, service.catalog.models[name], UNCAPPED, "chat"
+        )
+        settled = service.calls.settle(admission, tin, tout)
         assert settled is not None and settled.coins_micro == coins
     # a failed call and one still in flight count nowhere
-    failed = service.admit(
+    failed = service.calls.admit(
         alice, ctx(service, "api", keys["ci"]), service.catalog.models["alpha"], 0, "chat"
     )
-    service.release(failed, status="error", http_status=502)
-    service.admit(
+    service.calls.release(failed, status="error", http_status=502)
+    service.calls.admit(
         alice,
         ctx(service, "chat", None, conversation="c9"),
         service.catalog.models["alpha"],
@@ -279,15 +281,15 @@ def test_favorite_model_ties_go_alphabetical(make_service: MakeService) -> None:
     service = make_service(usage_catalog())
     assert service.profile(who())["tiles"]["favorite_model"] is None
     for name in ("gamma", "beta", "gamma", "beta"):
-        admission = service.admit(
+        admission = service.calls.admit(
             who(), ctx(service, "api", None), service.catalog.models[name], UNCAPPED, "chat"
         )
-        service.settle(admission, 1, 1)
+        service.calls.settle(admission, 1, 1)
     assert service.profile(who())["tiles"]["favorite_model"] == "beta"
-    admission = service.admit(
+    admission = service.calls.admit(
         who(), ctx(service, "api", None), service.catalog.models["gamma"], UNCAPPED, "chat"
     )
-    service.settle(admission, 1, 1)
+    service.calls.settle(admission, 1, 1)
     assert service.profile(who())["tiles"]["favorite_model"] == "gamma"
     assert_ledger_invariant(service.store)
 

@@ -152,13 +152,13 @@ async def test_client_abort_with_the_openai_client(
 def slow_settle(lumen_app: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make settling take 0.3 s, so billing after [DONE] would show as a pending row."""
     service = lumen_app.service
-    real = service.settle
+    real = service.calls.settle_in
 
-    def settle(*args: Any, **kwargs: Any) -> Any:
+    def settle_in(*args: Any, **kwargs: Any) -> Any:
         time.sleep(0.3)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(service, "settle", settle)
+    monkeypatch.setattr(service.calls, "settle_in", settle_in)
 
 
 async def test_stream_without_usage_bills_an_estimate_before_done(
