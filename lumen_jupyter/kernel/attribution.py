@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import httpx
 
-# The gateway's header names (lumen_jupyter.gateway.proxy); a test checks they agree.
+# The gateway's header names (lumen_jupyter.server.model_api); a test checks they agree.
 NOTEBOOK_HEADER = "X-Lumen-Notebook"
 CELL_HEADER = "X-Lumen-Cell"
 CONVERSATION_HEADER = "X-Lumen-Conversation"

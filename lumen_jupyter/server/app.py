@@ -36,12 +36,14 @@ from ..core.redact import install_log_filter, redact
 from ..core.service import LumenService
 from ..core.wire import Pool
 from ..store import Store, make_private_dir, sqlite_url
-from .accountant import Accountant
-from .auth import DEFAULT_MAX_BODY_BYTES
+from ..store.accountant import Accountant
+from .base import DEFAULT_MAX_BODY_BYTES
 from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
 from .events import EventHub
-from .handlers import api_routes, unavailable_routes
 from .instance import InstanceKeeper
+from .jupyter_host import JupyterAuthenticator, jupyter_routes
+from .rest import unavailable_routes
+from .routes import lumen_routes
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_ROOT_ENV = "LUMEN_JUPYTER_ROOT"
@@ -236,6 +238,7 @@ class LumenJupyter(ExtensionApp):
             {
                 "lumen_config_error": message,
                 "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_authenticator": JupyterAuthenticator(None, self.kernel_credentials),
                 "lumen_app": self,
             }
         )
@@ -278,7 +281,11 @@ class LumenJupyter(ExtensionApp):
         if catalog.rate_limit_per_minute is not None and "rate_limit_per_minute" not in configured:
             self.rate_limit_per_minute = catalog.rate_limit_per_minute
         self.service = LumenService(
-            self.store, catalog, secret, strict_billing=self.billing_mode == "strict"
+            self.store,
+            catalog,
+            secret,
+            strict_billing=self.billing_mode == "strict",
+            default_output_cap=self.default_max_output_tokens,
         )
         user_spec = catalog.user(self.username)
         self.identity = Identity(
@@ -298,6 +305,7 @@ class LumenJupyter(ExtensionApp):
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
         self._guard_secrets(catalog)
+        events = EventHub(self._read_pool)
         self.settings.update(
             {
                 "lumen_service": self.service,
@@ -305,8 +313,9 @@ class LumenJupyter(ExtensionApp):
                 "lumen_accountant": self.accountant,
                 "lumen_identity": self.identity,
                 "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_authenticator": JupyterAuthenticator(self.identity, self.kernel_credentials),
                 "lumen_max_body_bytes": self.max_body_bytes,
-                "lumen_events": EventHub(self._read_pool),
+                "lumen_events": events,
                 "lumen_app": self,
             }
         )
@@ -326,21 +335,29 @@ class LumenJupyter(ExtensionApp):
         return await loop.run_in_executor(self.executor, self.service.pool_state, identity)
 
     def _make_gateway(self) -> Any:
+        from ..gateway.gateway import Gateway, GatewaySettings
         from ..gateway.http_client import TLSSettings
-        from ..gateway.proxy import Gateway
         from ..gateway.traffic import recent_calls
 
-        gateway = Gateway(self)
-        gateway.upstreams.configure_transport(
-            TLSSettings(
+        settings = GatewaySettings(
+            upstream_timeout=self.upstream_timeout,
+            upstream_connect_timeout=self.upstream_connect_timeout,
+            rate_limit_per_minute=self.rate_limit_per_minute,
+            rate_limit_sessions=self.rate_limit_sessions,
+            max_request_bytes=self.max_request_bytes,
+            health_interval=self.health_interval,
+            tls=TLSSettings(
                 validate_cert=self.validate_cert,
                 ca_certs=self.ca_certs or None,
                 client_cert=self.client_cert or None,
                 client_key=self.client_key or None,
             ),
-            max_answer_bytes=self.max_upstream_answer_bytes,
-            keepalive_seconds=self.upstream_keepalive,
+            max_upstream_answer_bytes=self.max_upstream_answer_bytes,
+            upstream_keepalive=self.upstream_keepalive,
         )
+        events: EventHub = self.settings["lumen_events"]
+        gateway = Gateway(settings, self.service, self.accountant, events.publish)
+        self.service.status_provider = gateway.upstreams.status
         seeded = gateway.upstreams.seed_traffic(recent_calls(self.store, self.service.clock.now()))
         if seeded:
             self.log.info("lumen: %d model call(s) of the last day counted from the log", seeded)
@@ -441,11 +458,10 @@ class LumenJupyter(ExtensionApp):
     def initialize_handlers(self) -> None:
         # jupyter_server prefixes every pattern with base_url.
         if self.config_error is not None:
-            self.handlers.extend(unavailable_routes("lumen"))
+            self.handlers.extend(jupyter_routes(unavailable_routes("lumen")))
             return
-        self.handlers.extend(api_routes("lumen/api"))
-        if self.gateway is not None:
-            self.handlers.extend(self.gateway.routes("lumen/v1"))
+        routes = lumen_routes("lumen", model_api=self.gateway is not None)
+        self.handlers.extend(jupyter_routes(routes))
 
     async def stop_extension(self) -> None:
         """Release what was started, in order; never raises, so the server always stops

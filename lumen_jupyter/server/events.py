@@ -27,7 +27,7 @@ from tornado.iostream import StreamClosedError
 
 from ..core.accounts import Identity
 from ..core.wire import Pool
-from .auth import LumenHandler, lumen_endpoint
+from .base import LumenHandler, lumen_endpoint
 
 log = logging.getLogger("lumen_jupyter.events")
 

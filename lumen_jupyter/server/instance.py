@@ -20,7 +20,7 @@ from datetime import datetime
 
 from ..core import recovery
 from ..core.service import LumenService
-from .accountant import Accountant
+from ..store.accountant import Accountant
 
 log = logging.getLogger("lumen_jupyter.instance")
 

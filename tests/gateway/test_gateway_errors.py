@@ -517,13 +517,13 @@ async def test_rate_limit_per_key_is_429_with_retry_after(
 
 
 def test_upstream_messages_never_carry_secrets() -> None:
-    from lumen_jupyter.gateway.proxy import ModelCallHandler
+    from lumen_jupyter.gateway.call import ModelCall
 
     leaked = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc123***xyz9"}}'
-    handler = ModelCallHandler.__new__(ModelCallHandler)  # no request: no header is set
-    refused = handler.upstream_error(401, leaked, "m")
+    call = ModelCall.__new__(ModelCall)  # no request: no header is set
+    refused = call.upstream_error(401, leaked, "m")
     assert refused.status == 500 and "sk-proj" not in refused.message
-    passed = handler.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
+    passed = call.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
     assert passed.status == 400 and "sk-proj" not in passed.message
     assert "[redacted]" in passed.message
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from lumen_jupyter.gateway import proxy
 from lumen_jupyter.kernel import attribution
 from lumen_jupyter.kernel.client import LumenClient
 from lumen_jupyter.kernel.connection import Connection, discover, urls_for
 from lumen_jupyter.kernel.errors import LumenAPIError
+from lumen_jupyter.server import model_api
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk_" + "A" * 20 + "secretpart" + "B" * 13
@@ -95,10 +95,10 @@ def test_no_repr_or_str_shows_the_secret() -> None:
 
 
 def test_the_headers_match_the_gateway() -> None:
-    assert attribution.NOTEBOOK_HEADER == proxy.NOTEBOOK_HEADER
-    assert attribution.CELL_HEADER == proxy.CELL_HEADER
-    assert attribution.CONVERSATION_HEADER == proxy.CONVERSATION_HEADER
-    assert attribution.SOURCE_HEADER == proxy.SOURCE_HEADER
+    assert attribution.NOTEBOOK_HEADER == model_api.NOTEBOOK_HEADER
+    assert attribution.CELL_HEADER == model_api.CELL_HEADER
+    assert attribution.CONVERSATION_HEADER == model_api.CONVERSATION_HEADER
+    assert attribution.SOURCE_HEADER == model_api.SOURCE_HEADER
 
 
 def test_notebook_path_and_headers(monkeypatch: pytest.MonkeyPatch) -> None:

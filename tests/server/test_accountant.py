@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import Connection, func, select
 
-from lumen_jupyter.server.accountant import Accountant
 from lumen_jupyter.store import Store
+from lumen_jupyter.store.accountant import Accountant
 from lumen_jupyter.store.schema import accounts
 
 WHEN = datetime(2026, 3, 4, tzinfo=timezone.utc)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from lumen_jupyter.server.handlers import api_routes
+from lumen_jupyter.server.rest import api_routes
 
 CONCRETE = {"([^/]+)": "1"}
 

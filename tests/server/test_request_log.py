@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from jupyter_server.prometheus.metrics import HTTP_REQUEST_DURATION_SECONDS
 
-from lumen_jupyter.server.auth import shows_debug
-from lumen_jupyter.server.handlers import OpenAPIHandler
+from lumen_jupyter.server.jupyter_host import shows_debug
+from lumen_jupyter.server.rest import OpenAPIHandler
 
 LABELS = {
     "method": "GET",

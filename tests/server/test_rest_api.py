@@ -146,7 +146,7 @@ async def test_unknown_key_id_is_404(api: Any) -> None:
 
 
 async def test_openapi_matches_routes(api: Any) -> None:
-    from lumen_jupyter.server.handlers import api_routes
+    from lumen_jupyter.server.rest import api_routes
 
     status, doc = await api("GET", "openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")

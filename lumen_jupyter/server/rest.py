@@ -14,9 +14,10 @@ from tornado import web
 
 from ..core import wire
 from ..core.errors import BadRequest
-from .auth import LumenHandler, RestHandler, lumen_endpoint
+from .base import LumenHandler, RestHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
+from .routes import Routes
 
 _NEW_KEY_FIELDS = frozenset(wire.NewKey.__annotations__) | frozenset(wire.KeyLimits.__annotations__)
 _TRUE = {"1", "true", "yes", "on"}
@@ -142,10 +143,10 @@ class UsageHandler(RestHandler):
 class OpenAPIHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
-        self.send_json(openapi_document(self.base_url))
+        self.send_json(openapi_document(self.lumen_base_url))
 
 
-def api_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+def api_routes(prefix: str) -> Routes:
     """The REST routes, relative to ``prefix`` (``<base_url>lumen/api``)."""
     return [
         (f"{prefix}/profile", ProfileHandler),
@@ -170,6 +171,6 @@ class UnavailableHandler(LumenHandler):
     post = patch = put = delete = get
 
 
-def unavailable_routes(prefix: str) -> list[tuple[str, type[LumenHandler]]]:
+def unavailable_routes(prefix: str) -> Routes:
     """The routes of a lumen that could not start: its REST API and its model API."""
     return [(rf"{prefix}/(api|v1)(/.*)?", UnavailableHandler)]

@@ -31,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
-from ..store import Store
+from .engine import Store
 
 T = TypeVar("T")
 
