@@ -261,7 +261,7 @@ def test_a_personal_key_sees_models_but_not_the_profile(
 def plain_endpoint() -> Iterator[str]:
     """A plain OpenAI-compatible endpoint: the demo backend on its own."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "lumen_jupyter.gateway.demo_backend", "--port", "0"],
+        [sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )
