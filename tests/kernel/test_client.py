@@ -15,10 +15,10 @@ import pytest
 from IPython.lib.pretty import pretty
 
 import lumen_jupyter
-from lumen_jupyter.kernel.chat import Delta, Finished
-from lumen_jupyter.kernel.client import AsyncLumenClient, LumenClient
-from lumen_jupyter.kernel.errors import LumenAPIError
-from lumen_jupyter.kernel.tally import SESSION
+from lumen_jupyter.kernel.client.chat import Delta, Finished
+from lumen_jupyter.kernel.client.errors import LumenAPIError
+from lumen_jupyter.kernel.client.lumen_client import AsyncLumenClient, LumenClient
+from lumen_jupyter.kernel.client.tally import SESSION
 from lumen_jupyter.store.schema import requests_log
 from tests.kernel.server import JupyterServer, start_server
 
