@@ -3,7 +3,7 @@
 
     python benchmarks/bench_gateway.py                   # ~6-8 min on 2 cores
 
-One standalone demo backend (``python -m lumen_jupyter.gateway.demo_backend``) is
+One standalone demo backend (``python -m lumen_jupyter.demo.backend``) is
 the upstream of everything; three targets are measured against it, interleaved,
 in ``--rounds`` rounds:
 
@@ -114,7 +114,7 @@ def start_demo(cpus: str | None) -> tuple[Any, str, int]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(h.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     proc = h.spawn(
-        [sys.executable, "-m", "lumen_jupyter.gateway.demo_backend", "--port", "0"],
+        [sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"],
         cpus=cpus,
         env=env,
         stdout_pipe=True,

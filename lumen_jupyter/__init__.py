@@ -20,7 +20,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     import openai
 
-    from .kernel.client import LumenClient
+    from .kernel.client.lumen_client import LumenClient
     from .widgets import BalanceCard, KeysTable, ModelTable, Profile, SpendingChart
 
 __all__ = [
@@ -50,24 +50,24 @@ def _jupyter_labextension_paths() -> list[dict[str, str]]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext lumen_jupyter``: the ``%lumen`` and ``%%lumen`` magics."""
-    from .kernel.magics import load_ipython_extension as load
+    from .kernel.magics.lumen_magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    from .kernel.magics import unload_ipython_extension as unload
+    from .kernel.magics.lumen_magics import unload_ipython_extension as unload
 
     unload(ipython)
 
 
 def client(base_url: str | None = None, api_key: str | None = None, **kwargs: Any) -> LumenClient:
-    """A :class:`~lumen_jupyter.kernel.client.LumenClient` for the gateway.
+    """A :class:`~lumen_jupyter.kernel.client.lumen_client.LumenClient` for the gateway.
 
     With no arguments it finds the gateway by itself: in a kernel started by the
     Jupyter server, else from ``LUMEN_BASE_URL`` and ``LUMEN_API_KEY``.
     """
-    from .kernel.client import LumenClient
+    from .kernel.client.lumen_client import LumenClient
 
     return LumenClient(base_url, api_key, **kwargs)
 
@@ -76,7 +76,7 @@ def openai_client(
     base_url: str | None = None, api_key: str | None = None, **kwargs: Any
 ) -> openai.OpenAI:
     """An ``openai.OpenAI`` client configured for the gateway."""
-    from .kernel.openai_clients import openai_client as make
+    from .kernel.client.openai_clients import openai_client as make
 
     return make(base_url, api_key, **kwargs)
 
@@ -85,7 +85,7 @@ def async_openai_client(
     base_url: str | None = None, api_key: str | None = None, **kwargs: Any
 ) -> openai.AsyncOpenAI:
     """An ``openai.AsyncOpenAI`` client configured for the gateway."""
-    from .kernel.openai_clients import async_openai_client as make
+    from .kernel.client.openai_clients import async_openai_client as make
 
     return make(base_url, api_key, **kwargs)
 

@@ -1,6 +1,8 @@
 """The kernel side of lumen-jupyter: a client, the ``%lumen`` magics, openai clients.
 
-Importing this package is cheap; each name is imported on first use::
+Split by job: :mod:`.client` talks to the gateway, :mod:`.magics` runs ``%lumen``
+and ``%%lumen``, :mod:`.display` renders what they show.  Importing this package is
+cheap; each name is imported on first use::
 
     from lumen_jupyter.kernel import LumenClient, AsyncLumenClient, LumenAPIError
 """
@@ -11,18 +13,18 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "LumenClient": "client",
-    "AsyncLumenClient": "async_client",
-    "LumenAPIError": "errors",
-    "Connection": "connection",
-    "RawKey": "connection",
-    "discover": "connection",
-    "LumenMagics": "magics",
-    "load_ipython_extension": "magics",
-    "unload_ipython_extension": "magics",
-    "openai_client": "openai_clients",
-    "async_openai_client": "openai_clients",
-    "SESSION": "tally",
+    "LumenClient": "client.lumen_client",
+    "AsyncLumenClient": "client.async_client",
+    "LumenAPIError": "client.errors",
+    "Connection": "client.connection",
+    "RawKey": "client.connection",
+    "discover": "client.connection",
+    "LumenMagics": "magics.lumen_magics",
+    "load_ipython_extension": "magics.lumen_magics",
+    "unload_ipython_extension": "magics.lumen_magics",
+    "openai_client": "client.openai_clients",
+    "async_openai_client": "client.openai_clients",
+    "SESSION": "client.tally",
 }
 
 __all__ = sorted(_EXPORTS)

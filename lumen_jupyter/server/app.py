@@ -253,7 +253,7 @@ class LumenJupyter(ExtensionApp):
         return resolve_database_url(url, path.parent) if url else ""
 
     def _initialize_lumen(self) -> None:
-        from ..gateway.demo_backend import DemoBackend
+        from ..demo.backend import DemoBackend
 
         from_yaml = "" if self.database_url else self._yaml_database_url()
         if not self.database_url or not self.secret_file:

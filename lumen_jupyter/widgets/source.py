@@ -64,8 +64,8 @@ def default_source() -> ProfileSource:
     shares its connections instead of setting up an HTTP client of its own.
     """
     try:
-        from ..kernel import connection
-        from ..kernel.client import LumenClient  # type: ignore[import-not-found,unused-ignore]
+        from ..kernel.client import connection
+        from ..kernel.client.lumen_client import LumenClient  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise RuntimeError(
             "The profile widgets need a data source: pass one, e.g. "

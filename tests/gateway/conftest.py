@@ -28,7 +28,7 @@ import yaml
 from sqlalchemy import select
 
 from lumen_jupyter.core.ledger import ledger_matches_balance, ledger_sum, read_balance
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.store.schema import (
     accounts,
     api_keys,

@@ -47,7 +47,7 @@ def slow_upstream(request: pytest.FixtureRequest) -> Iterator[str]:
         [
             sys.executable,
             "-m",
-            "lumen_jupyter.gateway.demo_backend",
+            "lumen_jupyter.demo.backend",
             "--port",
             str(port),
             "--chunk-delay-ms",

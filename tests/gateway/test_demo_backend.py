@@ -28,7 +28,7 @@ import pytest
 import pytest_asyncio
 
 from lumen_jupyter.core.tokens import count_message_tokens, count_prompt_tokens, count_text_tokens
-from lumen_jupyter.gateway.demo_backend import (
+from lumen_jupyter.demo.backend import (
     DEMO_MODELS,
     LARGE_REPLY_MIN_TOKENS,
     DemoBackend,
@@ -36,7 +36,7 @@ from lumen_jupyter.gateway.demo_backend import (
     DemoState,
     make_app,
 )
-from lumen_jupyter.gateway.demo_faults import NO_FAULTS
+from lumen_jupyter.demo.faults import NO_FAULTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = re.compile(r"^demo backend listening on (http://127\.0\.0\.1:(\d+)/v1)$")
@@ -804,7 +804,7 @@ def start_cli(*args: str) -> tuple[subprocess.Popen[str], str]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "lumen_jupyter.gateway.demo_backend", "--port", "0", *args],
+        [sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPO_ROOT,

@@ -11,7 +11,7 @@ import pytest
 
 from lumen_jupyter.core.money import call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens, count_text_tokens
-from lumen_jupyter.gateway.demo_backend import DemoBackend, DemoReply
+from lumen_jupyter.demo.backend import DemoBackend, DemoReply
 
 PRO_IN = coins_to_micro(50)
 PRO_OUT = coins_to_micro(150)

@@ -21,8 +21,8 @@ from sqlalchemy import select
 
 from lumen_jupyter.core.money import call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens, count_prompt_tokens, count_text_tokens
-from lumen_jupyter.gateway import demo_backend
-from lumen_jupyter.gateway.demo_backend import DemoBackend, DemoReply
+from lumen_jupyter.demo import backend as demo_backend
+from lumen_jupyter.demo.backend import DemoBackend, DemoReply
 from lumen_jupyter.gateway.traffic import recent_calls
 from lumen_jupyter.store.schema import requests_log
 

@@ -17,7 +17,7 @@ import pytest
 
 from lumen_jupyter.core.money import MICRO, call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens, count_text_tokens
-from lumen_jupyter.gateway.demo_backend import DemoBackend, DemoReply
+from lumen_jupyter.demo.backend import DemoBackend, DemoReply
 
 PRICE = 1000  # coins per million tokens, in and out: 1000 micro-coins a token
 MESSAGES = [{"role": "user", "content": "Race for the last coins"}]

@@ -18,7 +18,7 @@ import pytest
 from lumen_jupyter.core import keyring
 from lumen_jupyter.core.clock import isoformat_z
 from lumen_jupyter.core.pools import REFILL_PERIOD
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.store import Store
 
 MESSAGES = [{"role": "user", "content": "hello"}]

@@ -21,7 +21,7 @@ from sqlalchemy import update
 
 from lumen_jupyter.core.money import MICRO, call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.store.schema import api_keys
 
 PRICE = 10_000  # coins per million tokens, in and out: 10,000 micro-coins a token

@@ -25,7 +25,7 @@ import pytest
 
 from lumen_jupyter.core.money import call_cost, coins_to_micro
 from lumen_jupyter.core.tokens import count_message_tokens
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 
 from .conftest import DEFAULT_POOL, default_models, model_entry
 from .scripted import (

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 
 MODELS = """
 models:

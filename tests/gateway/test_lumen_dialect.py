@@ -16,7 +16,7 @@ from typing import Any
 import openai
 import pytest
 
-from lumen_jupyter.gateway.demo_backend import DemoBackend
+from lumen_jupyter.demo.backend import DemoBackend
 
 DEFAULT_ACK = "Physics models may log prompts upstream; send public data only."
 OWN_ACK = "acked-model runs abroad: accept its terms once."

@@ -10,9 +10,9 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.utils.capture import capture_output
 
-from lumen_jupyter.kernel import magics as magics_module
-from lumen_jupyter.kernel.connection import forget_kernel_credential
-from lumen_jupyter.kernel.tally import SESSION
+from lumen_jupyter.kernel.client.connection import forget_kernel_credential
+from lumen_jupyter.kernel.client.tally import SESSION
+from lumen_jupyter.kernel.magics import lumen_magics as magics_module
 from tests.kernel.server import JupyterServer, start_server
 
 _CLEAN_ENV = (

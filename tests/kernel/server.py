@@ -239,7 +239,7 @@ def _read_kernel_token(server: JupyterServer) -> str:
     return run_in_kernel(
         server,
         kernel_id,
-        "from lumen_jupyter.kernel.connection import take_kernel_credential\n"
+        "from lumen_jupyter.kernel.client.connection import take_kernel_credential\n"
         "print(take_kernel_credential())",
     ).strip()
 

@@ -15,10 +15,10 @@ import pytest
 from IPython.lib.pretty import pretty
 
 import lumen_jupyter
-from lumen_jupyter.kernel.chat import Delta, Finished
-from lumen_jupyter.kernel.client import AsyncLumenClient, LumenClient
-from lumen_jupyter.kernel.errors import LumenAPIError
-from lumen_jupyter.kernel.tally import SESSION
+from lumen_jupyter.kernel.client.chat import Delta, Finished
+from lumen_jupyter.kernel.client.errors import LumenAPIError
+from lumen_jupyter.kernel.client.lumen_client import AsyncLumenClient, LumenClient
+from lumen_jupyter.kernel.client.tally import SESSION
 from lumen_jupyter.store.schema import requests_log
 from tests.kernel.server import JupyterServer, start_server
 
@@ -261,7 +261,7 @@ def test_a_personal_key_sees_models_but_not_the_profile(
 def plain_endpoint() -> Iterator[str]:
     """A plain OpenAI-compatible endpoint: the demo backend on its own."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "lumen_jupyter.gateway.demo_backend", "--port", "0"],
+        [sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
     )

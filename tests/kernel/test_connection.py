@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lumen_jupyter.kernel import attribution
-from lumen_jupyter.kernel.client import LumenClient
-from lumen_jupyter.kernel.connection import Connection, discover, urls_for
-from lumen_jupyter.kernel.errors import LumenAPIError
+from lumen_jupyter.kernel.client import attribution
+from lumen_jupyter.kernel.client.connection import Connection, discover, urls_for
+from lumen_jupyter.kernel.client.errors import LumenAPIError
+from lumen_jupyter.kernel.client.lumen_client import LumenClient
 from lumen_jupyter.server import model_api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from lumen_jupyter.kernel.client import LumenClient
-from lumen_jupyter.kernel.connection import Connection
-from lumen_jupyter.kernel.errors import LumenAPIError, format_time
+from lumen_jupyter.kernel.client.connection import Connection
+from lumen_jupyter.kernel.client.errors import LumenAPIError, format_time
+from lumen_jupyter.kernel.client.lumen_client import LumenClient
 
 KEY = "sk_" + "Q" * 39 + "wxyz"
 

@@ -28,7 +28,7 @@ pytest.importorskip("jupyter_ai_magic_commands")
 pytest.importorskip("litellm")
 
 RECIPE = """\
-from lumen_jupyter.kernel.litellm_setup import use_gateway_in_litellm
+from lumen_jupyter.kernel.client.litellm_setup import use_gateway_in_litellm
 use_gateway_in_litellm()"""
 ALIAS = "%load_ext jupyter_ai_magic_commands\n%ai alias pro openai/demo-pro"
 ASK = "%%ai pro\nSay hello to the notebook"

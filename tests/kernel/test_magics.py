@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from IPython.core.error import StdinNotImplementedError, UsageError
 
-from lumen_jupyter.kernel.magics import LumenMagics
+from lumen_jupyter.kernel.magics.lumen_magics import LumenMagics
 from tests.kernel.conftest import Shell, last_text, texts
 from tests.kernel.server import JupyterServer
 

@@ -7,7 +7,7 @@ import pytest
 from lumen_jupyter.core import billing
 from lumen_jupyter.core.defaults import embedded_default
 from lumen_jupyter.core.tokens import count_message_tokens
-from lumen_jupyter.kernel import pricing
+from lumen_jupyter.kernel.client import pricing
 
 CATALOG = embedded_default("http://127.0.0.1:1/v1")
 

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from lumen_jupyter.kernel import usage_views, views
-from lumen_jupyter.kernel.render import BarChart, Notice, Table
-from lumen_jupyter.kernel.safe_markdown import safe_markdown
+from lumen_jupyter.kernel.display import usage_views, views
+from lumen_jupyter.kernel.display.render import BarChart, Notice, Table
+from lumen_jupyter.kernel.display.safe_markdown import safe_markdown
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from lumen_jupyter.kernel.render import Notice, View
-from lumen_jupyter.kernel.reveal import OneTimeDisplays
+from lumen_jupyter.kernel.display.render import Notice, View
+from lumen_jupyter.kernel.display.reveal import OneTimeDisplays
 
 
 class Recorder:

@@ -165,7 +165,7 @@ def test_every_secret_stays_out_of_notebooks_logs_and_errors(
 
     def read_credential(kernel_id: str) -> None:
         code = (
-            "from lumen_jupyter.kernel.connection import take_kernel_credential\n"
+            "from lumen_jupyter.kernel.client.connection import take_kernel_credential\n"
             "print(take_kernel_credential())"
         )
         credential.append(run_in_kernel(guarded, kernel_id, code).strip())
@@ -240,7 +240,7 @@ def test_a_dead_kernels_credential_is_refused(guarded: JupyterServer) -> None:
     kernel_id = response.json()["id"]
     code = (
         "import os\n"
-        "from lumen_jupyter.kernel.connection import take_kernel_credential\n"
+        "from lumen_jupyter.kernel.client.connection import take_kernel_credential\n"
         "print(os.getpid(), take_kernel_credential())"
     )
     pid, credential = run_in_kernel(guarded, kernel_id, code).split()

@@ -1,6 +1,6 @@
 """A small ProfileSource over the profile REST API, for tests.
 
-Stands in for the kernel client (``lumen_jupyter.kernel.client.LumenClient``)
+Stands in for the kernel client (``lumen_jupyter.kernel.client.lumen_client.LumenClient``)
 until it exists: the same methods, plain ``urllib``, a Jupyter token or the
 kernel credential. Also imported inside the kernels of the browser tests.
 """
@@ -32,7 +32,7 @@ class RestSource:
     @classmethod
     def from_environment(cls) -> RestSource:
         """Inside a kernel started by the server: its URL and kernel credential."""
-        from lumen_jupyter.kernel.connection import take_kernel_credential
+        from lumen_jupyter.kernel.client.connection import take_kernel_credential
 
         return cls(os.environ["LUMEN_JUPYTER_URL"], take_kernel_credential(), scheme="Bearer")
 

@@ -296,7 +296,7 @@ async def test_default_source_is_the_kernel_client(
 ) -> None:
     """Inside a kernel started by the server, ``Profile()`` needs no source: the kernel
     client finds the server from the kernel's environment."""
-    pytest.importorskip("lumen_jupyter.kernel.client")
+    pytest.importorskip("lumen_jupyter.kernel.client.lumen_client")
     app = jp_serverapp.extension_manager.extension_apps["lumen_jupyter"]
     app = next(iter(app))
     port = http_server_port[0].getsockname()[1]

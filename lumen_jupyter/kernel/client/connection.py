@@ -21,7 +21,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.keys import key_hint
+from ...core.keys import key_hint
 from .errors import NOT_CONFIGURED, LumenAPIError
 
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"

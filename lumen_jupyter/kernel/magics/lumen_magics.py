@@ -23,17 +23,14 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 from traitlets import Bool, Float, Int, Unicode
 
-from .attribution import current_cell_id, notebook_path
-from .cell_labels import label_cells
-from .chat import Conversation
-from .chat_cell import ChatRequest, ChatRunner
-from .client import LumenClient
-from .errors import LumenAPIError
-from .parsing import HelpShown, chat_parser, interpolate, line_parser, parse, split_line
-from .render import Fields, Notice, Stack
-from .reveal import HEADLESS, NOTEBOOK, OneTimeDisplays, front_end, ipython_publisher
-from .usage_views import estimate_view, help_view, usage_chart, usage_totals
-from .views import (
+from ..client.attribution import current_cell_id, notebook_path
+from ..client.chat import Conversation
+from ..client.errors import LumenAPIError
+from ..client.lumen_client import LumenClient
+from ..display.render import Fields, Notice, Stack
+from ..display.reveal import HEADLESS, NOTEBOOK, OneTimeDisplays, front_end, ipython_publisher
+from ..display.usage_views import estimate_view, help_view, usage_chart, usage_totals
+from ..display.views import (
     balance_line,
     key_placeholder,
     key_reveal,
@@ -47,6 +44,9 @@ from .views import (
     v1_models_table,
     visible_models,
 )
+from .cell_labels import label_cells
+from .chat_cell import ChatRequest, ChatRunner
+from .parsing import HelpShown, chat_parser, interpolate, line_parser, parse, split_line
 
 
 @magics_class
@@ -489,7 +489,7 @@ def _matplotlib_chart(history: dict[str, Any], metric: str) -> Any:
         return None
     from IPython.core.display import Image
 
-    from .usage_views import metric_value
+    from ..display.usage_views import metric_value
 
     series = list(history.get("series") or [])
     buckets = history.get("buckets") or []

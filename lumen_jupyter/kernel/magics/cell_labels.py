@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .attribution import ROOT_ENV, SESSION_ENV, notebook_path
+from ..client.attribution import ROOT_ENV, SESSION_ENV, notebook_path
 
 _SNIPPET = 40
 

@@ -3,10 +3,10 @@
 Lumen needs an upstream that works with no account, no network and no cost: the
 gateway's embedded default configuration points at it (the Jupyter server runs
 it in its own event loop on a loopback port), and tests and benchmarks run it
-as a subprocess (``python -m lumen_jupyter.gateway.demo_backend --port 0``).
+as a subprocess (``python -m lumen_jupyter.demo.backend --port 0``).
 Its replies and token usage are exactly predictable from
 :mod:`lumen_jupyter.core.tokens`, and it can be told to misbehave (see
-:mod:`lumen_jupyter.gateway.demo_faults`) so the gateway's error handling can be
+:mod:`lumen_jupyter.demo.faults`) so the gateway's error handling can be
 tested against a real socket.  It is also the upstream of a latency benchmark,
 so the common path does as little work per request as possible.
 """
@@ -39,7 +39,7 @@ import tornado.web
 from tornado.httpserver import HTTPServer
 
 from lumen_jupyter.core.tokens import count_message_tokens, count_prompt_tokens, count_text_tokens
-from lumen_jupyter.gateway.demo_faults import (
+from lumen_jupyter.demo.faults import (
     FAULT_NAMES,
     ApiError,
     DemoHandler,
@@ -771,7 +771,7 @@ class DemoBackend:
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lumen_jupyter.gateway.demo_backend",
+        prog="python -m lumen_jupyter.demo.backend",
         description="Serve Lumen's demo models over an OpenAI-compatible HTTP API.",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free port)")

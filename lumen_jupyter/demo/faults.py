@@ -7,7 +7,7 @@ bookkeeping for that (which faults are armed and for how many requests, what a
 single request has to do, the counters tests and benchmarks read back) and the
 handler base class that acts the faults out on a tornado connection: sleeping
 unless the client leaves, answering with an error, hanging, or cutting the
-connection.  The endpoints themselves live in ``demo_backend``.
+connection.  The endpoints themselves live in :mod:`.backend`.
 
 Faults apply to the POST endpoints (chat completions, completions, embeddings)
 once the request has been validated; an invalid request leaves them armed.

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core.money import format_coins
-from .errors import format_time
+from ...core.money import format_coins
+from ..client.errors import format_time
 from .render import (
     Cell,
     Fields,

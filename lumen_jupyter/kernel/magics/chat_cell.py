@@ -1,9 +1,10 @@
 """Run one ``%%lumen`` chat cell: stream the answer into the output, then a footer.
 
-The answer is shown as Markdown (made inert by :mod:`.safe_markdown`) in one
-display that is updated as chunks arrive, at most every ``interval`` seconds, and
-a last time with a footer: tokens, coins and the balance left.  In a terminal the
-chunks are written as they come instead.
+The answer is shown as Markdown (made inert by
+:mod:`~lumen_jupyter.kernel.display.safe_markdown`) in one display that is updated
+as chunks arrive, at most every ``interval`` seconds, and a last time with a
+footer: tokens, coins and the balance left.  In a terminal the chunks are written
+as they come instead.
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .chat import Conversation, Delta, Finished
-from .client import LumenClient
-from .errors import LumenAPIError
-from .pricing import call_cost_micro
-from .render import Notice, Stack, View
-from .safe_markdown import safe_markdown
-from .usage_views import chat_reply
+from ..client.chat import Conversation, Delta, Finished
+from ..client.errors import LumenAPIError
+from ..client.lumen_client import LumenClient
+from ..client.pricing import call_cost_micro
+from ..display.render import Notice, Stack, View
+from ..display.safe_markdown import safe_markdown
+from ..display.usage_views import chat_reply
 
 Publish = Callable[[View, str, bool], None]
 

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.money import coins_to_micro, format_coins, token_cost
-from ..core.tokens import count_message_tokens
+from ...core.money import coins_to_micro, format_coins, token_cost
+from ...core.tokens import count_message_tokens
 
 DEFAULT_OUTPUT_CAP = 4096
 """Output tokens the server reserves when neither caller nor model sets a limit."""

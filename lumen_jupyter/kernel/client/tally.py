@@ -97,7 +97,7 @@ SESSION = SessionUsage()
 
 def _notify_widgets(model: str) -> None:
     try:
-        from ..widgets.hooks import notify_call
+        from ...widgets.hooks import notify_call
     except ImportError:  # the widgets are optional
         return
     notify_call(model)
