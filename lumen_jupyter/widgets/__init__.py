@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .hooks import notify_call
+from ..kernel.client.call_listeners import notify_call
 from .source import ProfileSource
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import anywidget
 import traitlets as t
 
-from . import hooks
+from ..kernel.client import call_listeners as hooks
 from ._assets import Asset
 from .refresh import LOOP, SUCCESSION, current_run
 from .source import ProfileSource, default_source

@@ -17,7 +17,7 @@ from typing import Any
 import comm
 import pytest
 
-from lumen_jupyter.widgets import hooks
+from lumen_jupyter.kernel.client import call_listeners as hooks
 
 from .rest_source import RestSource
 

@@ -16,7 +16,7 @@ import pytest
 
 import lumen_jupyter
 from lumen_jupyter import widgets
-from lumen_jupyter.widgets import hooks
+from lumen_jupyter.kernel.client import call_listeners as hooks
 
 from .conftest import Sent, intent, run
 from .fake_source import FakeSource

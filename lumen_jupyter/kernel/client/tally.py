@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from .call_listeners import notify_call
 from .pricing import ModelPrice, call_cost_micro, coins_json
 
 _MODEL_PATHS = ("/chat/completions", "/completions", "/embeddings")
@@ -95,18 +96,10 @@ SESSION = SessionUsage()
 """The usage of this kernel session."""
 
 
-def _notify_widgets(model: str) -> None:
-    try:
-        from ...widgets.hooks import notify_call
-    except ImportError:  # the widgets are optional
-        return
-    notify_call(model)
-
-
 def _counter(usage_of: SessionUsage) -> Callable[[str, Mapping[str, Any] | None], None]:
     def count(model: str, usage: Mapping[str, Any] | None) -> None:
         usage_of.record(model, usage)
-        _notify_widgets(model)
+        notify_call(model)
 
     return count
 

@@ -1,7 +1,9 @@
-"""Live profile widgets and the hook that refreshes them after a model call.
+"""What refreshes after a model call made from this kernel: the live profile widgets.
 
-Kept free of anywidget and ipywidgets imports so the kernel client can call
-:func:`notify_call` after every model call at no cost when no widget is shown.
+The client calls :func:`notify_call` after every model call; a widget registers
+itself here when shown.  The registry lives with the client (the widgets build on
+the client, not the other way round) and imports nothing, so the call costs
+nothing when no widget is shown.
 """
 
 from __future__ import annotations
