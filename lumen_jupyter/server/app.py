@@ -1,9 +1,10 @@
 """The Jupyter server extension: configuration, start-up, and the route table.
 
-``LumenJupyter`` reads its settings (``c.Lumen.*`` or ``c.LumenJupyter.*``, see :mod:`.settings`) and the optional
-Lumen-style YAML file, opens the store, starts the demo backend when no
-models are configured (the embedded default), gives kernels their credential,
-and mounts the REST API and the OpenAI-compatible gateway.
+``LumenJupyter`` reads its settings (``c.Lumen.*`` or ``c.LumenJupyter.*``, see
+:mod:`.settings`) and the optional Lumen-style YAML file, starts lumen's runtime
+(:mod:`.runtime`: the store, the service, the demo backend when no models are
+configured), gives kernels their credential, and mounts the REST API and the
+OpenAI-compatible model API for the server's one user.
 """
 
 from __future__ import annotations
