@@ -34,6 +34,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from . import cli_format as fmt
 from ._version import __version__
 from .cli_check import check_config
+from .cli_remote import RemoteError, run_remote
 from .core.accounts import Identity
 from .core.catalog import Catalog, PoolSpec
 from .core.clock import isoformat_z
@@ -398,6 +399,19 @@ def build_parser() -> _Parser:
         "--config", metavar="FILE", default=argparse.SUPPRESS, help="Lumen-style YAML file"
     )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print JSON")
+    common.add_argument(
+        "--url",
+        metavar="URL",
+        default=argparse.SUPPRESS,
+        help="run the command on a lumen service (its admin API) instead of a database",
+    )
+    common.add_argument(
+        "--token-file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="the service's admin token (default: $LUMEN_ADMIN_TOKEN_FILE, else "
+        "<jupyter data dir>/lumen/admin_token)",
+    )
     parser = _Parser(
         prog=PROG,
         parents=[common],
@@ -405,7 +419,9 @@ def build_parser() -> _Parser:
         "Safe to run while the server is running.",
         epilog="Database: --db, else $LUMEN_DATABASE_URL, else the YAML's app.database.url, "
         "else <jupyter data dir>/lumen/lumen.db. "
-        "Configuration: --config, else $LUMEN_CONFIG, else the embedded default.",
+        "Configuration: --config, else $LUMEN_CONFIG, else the embedded default. "
+        "With --url, the command runs on a lumen service instead. "
+        "'jupyter lumen serve --help': the standalone service.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -461,11 +477,74 @@ def build_parser() -> _Parser:
     return parser
 
 
+LOCAL_OPTIONS = frozenset({"db", "config", "json", "url", "token_file", "help"})
+"""Options about where a command runs, never taken from a request's fields."""
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def _command_parser(command: str) -> _Parser:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]  # type: ignore[no-any-return]
+    raise UsageError(f"{PROG}: no command {command!r}")
+
+
+def parse_fields(command: str, fields: dict[str, Any]) -> argparse.Namespace:
+    """A command given as named fields (the admin API's request), parsed and checked
+    exactly as its command line would be."""
+    options: list[str] = []
+    positionals: list[str] = []
+    rest = dict(fields)
+    for action in _command_parser(command)._actions:
+        if action.dest in LOCAL_OPTIONS or action.dest not in rest:
+            if not action.option_strings and action.dest not in LOCAL_OPTIONS:
+                raise UsageError(f"{command}: the field '{action.dest}' is required")
+            continue
+        value = rest.pop(action.dest)
+        if isinstance(action, argparse._StoreTrueAction):
+            if value is True or (isinstance(value, str) and value.lower() in _TRUE):
+                options.append(action.option_strings[0])
+            elif value not in (False, None, "", "0", "false", "no", "off"):
+                raise UsageError(f"{command}: the field '{action.dest}' is true or false")
+        elif value is None:
+            continue
+        elif not isinstance(value, (str, int)) or isinstance(value, bool):
+            raise UsageError(f"{command}: the field '{action.dest}' is a string or a number")
+        elif action.option_strings:
+            options += [action.option_strings[0], str(value)]
+        else:
+            positionals.append(str(value))
+    if rest:
+        raise UsageError(f"{command}: unknown field(s): {', '.join(sorted(rest))}")
+    args = build_parser().parse_args([command, *options, "--", *positionals])
+    check_args(args)
+    return args
+
+
+def fields_of(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of a parsed command, for the admin API (the inverse of :func:`parse_fields`)."""
+    fields: dict[str, Any] = {}
+    for action in _command_parser(args.command)._actions:
+        if action.dest in LOCAL_OPTIONS or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value is False:
+            continue
+        fields[action.dest] = value if isinstance(value, (bool, int)) else str(value)
+    return fields
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 1 database failure, 2 bad input)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["serve"]:
+        from .service.app import main as serve
+
+        return serve(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
         if getattr(args, "handler", None) is None:
             parser.error(
                 "choose a command: grant, pool, keys, revoke, usage, users, check-config "
@@ -474,11 +553,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_args(args)
         if args.command == "check-config":  # needs no database
             data, text = cmd_check_config(None, args)
+        elif getattr(args, "url", None):
+            data, text = run_remote(args, fields_of(args))
         else:
             with open_admin(args) as admin:
                 data, text = args.handler(admin, args)
     except SystemExit as exc:  # --help and --version
         return exc.code if isinstance(exc.code, int) else 0
+    except RemoteError as exc:
+        return _fail(str(exc), exc.exit_code)
     except UsageError as exc:
         return _fail(str(exc), 2)
     except LumenError as exc:  # a configuration error or a refusal from the service

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 
 from ..store import Store
 from ..store.prepared import HotStatement
-from ..store.schema import api_keys, consents, user_pools
+from ..store.schema import accounts, api_keys, consents, user_pools
 from . import billing, key_limits, keyring, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
@@ -111,6 +111,7 @@ class LumenService:
         self.calls = Calls(self, default_output_cap=default_output_cap)
         """Admission and settlement of model calls (:mod:`.calls`)."""
         self._account_ids: dict[str, int] = {}
+        self._usernames: dict[int, str] = {}
         self._known_keys: dict[str, keyring.KeyOwner] = {}
         self.instance: recovery.Instance | None = None
         """This server process, once registered: the owner of the calls it admits."""
@@ -634,6 +635,18 @@ class LumenService:
     def known_account(self, username: str) -> int | None:
         with self.store.read() as conn:
             return account_id(conn, username)
+
+    def username_of(self, account: int) -> str | None:
+        """The user an account belongs to (a personal key names only its account)."""
+        known = self._usernames.get(account)
+        if known is not None:
+            return known
+        with self.store.read() as conn:
+            row = conn.execute(select(accounts.c.username).where(accounts.c.id == account)).first()
+        if row is None:
+            return None
+        self._usernames[account] = str(row[0])
+        return str(row[0])
 
 
 def _key_json(row: Any, now: datetime) -> wire.Key:

@@ -237,6 +237,13 @@ class ModelCall:
     # -- the call -------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.gateway.in_flight += 1
+        try:
+            await self._run()
+        finally:
+            self.gateway.in_flight -= 1
+
+    async def _run(self) -> None:
         gateway = self.gateway
         service = gateway.service
         request = self.request

@@ -74,6 +74,8 @@ class Gateway:
         )
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.started = int(time.time())
+        self.in_flight = 0
+        """Model calls running now (a worker stopping waits for them)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._calls_by_key: dict[int, set[ModelCall]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None

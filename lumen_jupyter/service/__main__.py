@@ -1,0 +1,5 @@
+"""``python -m lumen_jupyter.service``: the standalone lumen service (``jupyter lumen serve``)."""
+
+from .app import main
+
+raise SystemExit(main())

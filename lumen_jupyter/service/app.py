@@ -1,0 +1,254 @@
+"""``jupyter lumen serve``: lumen as a service of its own, without a Jupyter server.
+
+The same ``lumen/api/*`` and ``lumen/v1/*`` as the server extension, under a
+configurable prefix (JupyterHub gives ``/services/lumen/``), built from the same
+settings (``c.Lumen.*`` in ``jupyter_lumen_config.py``, the command line, the
+environment) and the same YAML.  It serves many users: each caller is who its
+credential says (see :mod:`lumen_jupyter.server.service_auth`).  With
+``--workers N`` a parent process forks N workers on one port; they share the
+pools through PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from jupyter_core.application import JupyterApp
+from sqlalchemy.engine import make_url
+from tornado import web
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+from traitlets import Float, Int, Unicode, default, validate
+
+from .._version import __version__
+from ..core.redact import redact_uri
+from ..server.admin import admin_routes
+from ..server.ops import ops_routes
+from ..server.routes import Routes, lumen_routes
+from ..server.runtime import LumenRuntime, database_url, start_runtime
+from ..server.service_auth import ServiceAuthenticator, load_or_create_admin_token
+from ..server.settings import Lumen
+
+log = logging.getLogger("lumen_jupyter.service")
+
+
+class LumenServe(Lumen, JupyterApp):
+    """The standalone lumen service."""
+
+    name = "jupyter-lumen-serve"
+    version = __version__
+    description = (
+        "Serve lumen's model API (lumen/v1) and REST API (lumen/api) without a Jupyter "
+        "server, for many users, optionally in several worker processes."
+    )
+    aliases = {  # noqa: RUF012 (traitlets reads them from the class)
+        "ip": "LumenServe.ip",
+        "port": "LumenServe.port",
+        "prefix": "LumenServe.prefix",
+        "workers": "LumenServe.workers",
+        "admin-token-file": "LumenServe.admin_token_file",
+        "database-url": "Lumen.database_url",
+        "lumen-config": "Lumen.config_file",
+        "secret-file": "Lumen.secret_file",
+        "billing-mode": "Lumen.billing_mode",
+        "demo-backend": "Lumen.demo_backend",
+        "config": "JupyterApp.config_file",
+        "log-level": "Application.log_level",
+    }
+    flags: dict[str, Any] = {}  # noqa: RUF012
+
+    ip = Unicode("127.0.0.1", config=True, help="Address to listen on.")
+    port = Int(8090, config=True, help="Port to listen on (0: any free port, printed).")
+    prefix = Unicode(
+        "/",
+        config=True,
+        help="URL prefix of every route (JupyterHub gives /services/lumen/). Also read "
+        "from JUPYTERHUB_SERVICE_PREFIX.",
+    )
+    workers = Int(
+        1,
+        config=True,
+        help="Worker processes serving the port; more than 1 needs PostgreSQL.",
+    )
+    admin_token_file = Unicode(
+        "",
+        config=True,
+        help="File holding the admin token of api/admin (created 0600 on first use). "
+        "Default: admin_token in the lumen data dir.",
+    )
+    shutdown_grace = Float(
+        10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
+    )
+
+    @default("config_file_name")
+    def _default_config_file_name(self) -> str:
+        return "jupyter_lumen_config"
+
+    @default("prefix")
+    def _default_prefix(self) -> str:
+        return os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/")
+
+    @validate("prefix")
+    def _valid_prefix(self, proposal: Any) -> str:
+        value = str(proposal["value"]).strip() or "/"
+        return "/" + value.strip("/") + "/" if value.strip("/") else "/"
+
+    @validate("workers")
+    def _valid_workers(self, proposal: Any) -> int:
+        if int(proposal["value"]) < 1:
+            raise ValueError("workers must be at least 1")
+        return int(proposal["value"])
+
+    def admin_token_path(self) -> Path:
+        if self.admin_token_file:
+            return Path(self.admin_token_file).expanduser()
+        return self.lumen_dir() / "admin_token"
+
+    # -- start ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        level = int(self.log_level)  # type: ignore[call-overload]
+        logging.basicConfig(level=level, format="[%(levelname)s %(name)s] %(message)s")
+        url = database_url(self)
+        if self.workers > 1 and make_url(url).get_backend_name() == "sqlite":
+            self.log.critical(
+                "lumen: --workers %d needs PostgreSQL (--database-url postgresql://…): "
+                "SQLite serves one process",
+                self.workers,
+            )
+            self.exit(2)
+        load_or_create_admin_token(self.admin_token_path())  # before forking: one file
+        sockets = bind_sockets(self.port, self.ip)
+        port = sockets[0].getsockname()[1]
+        self.log.info(
+            "lumen: serving http://%s:%d%s (store %s, %d worker%s)",
+            self.ip,
+            port,
+            self.prefix,
+            redact_uri(url.split("://", 1)[0] + "://…"),
+            self.workers,
+            "" if self.workers == 1 else "s",
+        )
+        print(f"lumen: listening on port {port}", flush=True)
+        code = self.serve(sockets, 0) if self.workers == 1 else self._serve_forked(sockets)
+        sys.exit(code)
+
+    def _serve_forked(self, sockets: list[Any]) -> int:
+        from .workers import serve_forked
+
+        metrics_dir = tempfile.mkdtemp(prefix="lumen-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            return serve_forked(
+                sockets,
+                self.workers,
+                lambda index: self.serve(sockets, index),
+                log=self.log,
+                on_worker_exit=_forget_worker,
+            )
+        finally:
+            _remove_tree(metrics_dir)
+
+    def serve(self, sockets: list[Any], index: int) -> int:
+        """One worker: run the service on ``sockets`` until SIGTERM or SIGINT."""
+        return int(asyncio.run(self._serve(sockets, index)))
+
+    async def _serve(self, sockets: list[Any], index: int) -> int:
+        runtime = start_runtime(self, datetime.now(timezone.utc), loggers=(self.log,))
+        application = web.Application(
+            self.routes(),
+            **self.tornado_settings(runtime),
+        )
+        server = HTTPServer(
+            application,
+            idle_connection_timeout=self.idle_connection_timeout or None,
+            body_timeout=self.body_timeout or None,
+            max_body_size=max(self.max_request_bytes, self.max_body_bytes) * 2,
+            xheaders=True,
+        )
+        server.add_sockets(sockets)
+        runtime.start_background()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        self.log.info("lumen: worker %d (pid %d) ready", index, os.getpid())
+        await stop.wait()
+        server.stop()  # no new connections; running calls may finish
+        await self._drain(runtime)
+        await asyncio.wait_for(server.close_all_connections(), self.shutdown_grace)
+        await runtime.close()
+        return 0
+
+    async def _drain(self, runtime: LumenRuntime) -> None:
+        deadline = time.monotonic() + self.shutdown_grace
+        gateway = runtime.gateway
+        while gateway is not None and gateway.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    def routes(self) -> Routes:
+        prefix = self.prefix
+        return [
+            *lumen_routes(f"{prefix}lumen"),
+            *admin_routes(f"{prefix}lumen/api/admin"),
+            *ops_routes(prefix),
+        ]
+
+    def tornado_settings(self, runtime: LumenRuntime) -> dict[str, Any]:
+        return {
+            "lumen_service": runtime.service,
+            "lumen_executor": runtime.executor,
+            "lumen_accountant": runtime.accountant,
+            "lumen_events": runtime.events,
+            "lumen_gateway": runtime.gateway,
+            "lumen_authenticator": ServiceAuthenticator(
+                load_or_create_admin_token(self.admin_token_path())
+            ),
+            "lumen_max_body_bytes": self.max_body_bytes,
+            "lumen_base_url": self.prefix,
+            "log_function": log_request,
+        }
+
+
+def log_request(handler: web.RequestHandler) -> None:
+    """The access log: method, path without query values, status, time - never a secret."""
+    request = handler.request
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    access = logging.getLogger("lumen_jupyter.access")
+    if access.isEnabledFor(level):
+        access.log(
+            level,
+            "%d %s %s %.2fms",
+            status,
+            request.method,
+            redact_uri(request.uri or ""),
+            1000.0 * request.request_time(),
+        )
+
+
+def _forget_worker(pid: int) -> None:
+    from ..gateway.metrics import forget_worker
+
+    forget_worker(pid)
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``jupyter lumen serve`` / ``python -m lumen_jupyter.service``."""
+    LumenServe.launch_instance(argv)
+    return 0
