@@ -1,0 +1,1 @@
+"""The standalone Lumen service host."""
