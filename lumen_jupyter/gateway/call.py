@@ -39,6 +39,7 @@ from ..core.money import micro_to_coins
 from ..core.redact import redact
 from ..core.tokens import count_message_tokens, count_prompt_tokens
 from .http_client import ConnectFailed, Response, UpstreamError, describe
+from .metrics import CallStatus
 from .relay import (
     DONE,
     MalformedEvent,
@@ -65,6 +66,9 @@ learns then whether its key was revoked by another process."""
 MAX_CHOICES = {"n": 128, "best_of": 20}
 KINDS = ("chat", "completions", "embeddings")
 UPSTREAM_PATHS = {"chat": "chat/completions", "completions": "completions"}
+
+
+_STATUSES: dict[str, CallStatus] = {"ok": "ok", "partial": "partial", "aborted": "aborted"}
 
 
 class ClientGone(Exception):
@@ -209,6 +213,49 @@ def stream_error(model: str, failure: str) -> dict[str, Any]:
     }
 
 
+def upstream_error(status: int, raw: bytes, model: str) -> LumenError:
+    """The answer to a failed upstream call: 4xx pass through with their message; 429
+    and 503 keep their status and may be retried; anything else is a generic 502.
+
+    Two exceptions keep secrets in: a 401/403 from upstream concerns the
+    gateway's own upstream credential, so it becomes a generic failure; and
+    anything shaped like a key is masked in a message that passes through.
+    """
+    if status in (401, 403):
+        return UpstreamFailed(
+            f"The upstream of '{model}' refused the gateway's credentials; "
+            "tell an administrator. Nothing was charged",
+            code="upstream_auth",
+        )
+    if 400 <= status < 500:
+        message = f"The upstream of '{model}' refused the request ({status})"
+        try:
+            detail = json.loads(raw).get("error", {})
+            if isinstance(detail, dict) and isinstance(detail.get("message"), str):
+                message = redact(detail["message"][:2000])
+        except (ValueError, AttributeError):
+            pass
+        error = LumenError(message, code="upstream_refused")
+        error.status = status
+        if status == 429:
+            error.code, error.error_type, error.retryable = (
+                "upstream_rate_limited",
+                "rate_limit_error",
+                True,
+            )
+        return error
+    if status == 503:
+        busy = UpstreamUnavailable(
+            f"The upstream of '{model}' is unavailable right now; nothing was charged",
+            code="upstream_unavailable",
+        )
+        busy.retryable = True
+        return busy
+    failed = UpstreamFailed(f"The upstream of '{model}' failed; nothing was charged")
+    failed.status = 502
+    return failed
+
+
 class ModelCall:
     """One call from admission to settlement."""
 
@@ -223,6 +270,8 @@ class ModelCall:
         self._output_limit = 0
         self._next_progress = 0.0
         self._progress: asyncio.Future[None] | None = None
+        self._status: CallStatus | None = None
+        self._charged = 0
 
     @property
     def client_gone(self) -> bool:
@@ -237,11 +286,25 @@ class ModelCall:
     # -- the call -------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.gateway.in_flight += 1
+        gateway = self.gateway
+        gateway.in_flight += 1
+        gateway.metrics.started()
+        started = time.monotonic()
         try:
             await self._run()
+        except LumenError:
+            if self._status is None:
+                self._status = "refused"
+            raise
         finally:
-            self.gateway.in_flight -= 1
+            gateway.in_flight -= 1
+            gateway.metrics.finished(
+                str(self.request.body["model"]),
+                self._status or "error",
+                time.monotonic() - started,
+                self._charged,
+                endpoint=self.kind,
+            )
 
     async def _run(self) -> None:
         gateway = self.gateway
@@ -342,6 +405,8 @@ class ModelCall:
                 output_limit=self._output_limit,
             )
         )
+        self._status = _STATUSES.get(status, "error")
+        self._charged = settled.coins_micro if settled is not None else 0
         if settled is not None and settled.overrun_micro > 0:
             log.warning(
                 "lumen: the upstream of %s reported usage worth %s coins above the cap of "
@@ -427,11 +492,14 @@ class ModelCall:
             except ConnectFailed as error:
                 refused += 1
                 upstreams.mark_failed(endpoint, describe(error))
+                self.gateway.metrics.upstream_error(model.name, "connect")
             except TimeoutError:
+                self.gateway.metrics.upstream_error(model.name, "timeout")
                 raise UpstreamTimeout(
                     f"'{model.name}' did not answer in time; nothing was charged"
                 ) from None
             except UpstreamError as error:
+                self.gateway.metrics.upstream_error(model.name, "broken")
                 log.warning(
                     "lumen: upstream %s of %s failed before answering: %s",
                     upstreams.where(endpoint),
@@ -447,49 +515,12 @@ class ModelCall:
     def upstream_error(
         self, status: int, raw: bytes, model: str, headers: Mapping[str, str] | None = None
     ) -> LumenError:
-        """4xx pass through with their message; 429 and 503 keep their status and
-        ``Retry-After`` and may be retried; anything else is a generic 502.
-
-        Two exceptions keep secrets in: a 401/403 from upstream concerns the
-        gateway's own upstream credential, so it becomes a generic failure; and
-        anything shaped like a key is masked in a message that passes through.
-        """
+        """:func:`upstream_error`, counted, with the upstream's ``Retry-After`` passed on."""
+        self.gateway.metrics.upstream_error(model, f"status_{status // 100}xx")
         retry_after = (headers or {}).get("Retry-After", "")
         if status in (429, 503) and re.fullmatch(r"[0-9]{1,6}|[A-Za-z0-9 ,:]{1,40}", retry_after):
             self.reply.set_header("Retry-After", retry_after)
-        if status in (401, 403):
-            return UpstreamFailed(
-                f"The upstream of '{model}' refused the gateway's credentials; "
-                "tell an administrator. Nothing was charged",
-                code="upstream_auth",
-            )
-        if 400 <= status < 500:
-            message = f"The upstream of '{model}' refused the request ({status})"
-            try:
-                detail = json.loads(raw).get("error", {})
-                if isinstance(detail, dict) and isinstance(detail.get("message"), str):
-                    message = redact(detail["message"][:2000])
-            except (ValueError, AttributeError):
-                pass
-            error = LumenError(message, code="upstream_refused")
-            error.status = status
-            if status == 429:
-                error.code, error.error_type, error.retryable = (
-                    "upstream_rate_limited",
-                    "rate_limit_error",
-                    True,
-                )
-            return error
-        if status == 503:
-            busy = UpstreamUnavailable(
-                f"The upstream of '{model}' is unavailable right now; nothing was charged",
-                code="upstream_unavailable",
-            )
-            busy.retryable = True
-            return busy
-        failed = UpstreamFailed(f"The upstream of '{model}' failed; nothing was charged")
-        failed.status = 502
-        return failed
+        return upstream_error(status, raw, model)
 
     # -- relaying ---------------------------------------------------------------------------
 
@@ -615,6 +646,8 @@ class ModelCall:
         if gone:
             return True
         if failure is not None:
+            if failure in ("error", "malformed", "timeout", "dropped"):
+                self.gateway.metrics.upstream_error(model.name, f"stream_{failure}")
             reply.write(b"data: " + json.dumps(stream_error(model.name, failure)).encode())
             reply.write(b"\n\n")
         reply.write(b"data: [DONE]\n\n")

@@ -19,6 +19,7 @@ from ..core.money import micro_to_coins
 from ..core.service import LumenService
 from ..store.accountant import Accountant
 from .http_client import TLSSettings
+from .metrics import CallMetrics
 from .ratelimit import RateLimiter
 from .upstream import Upstreams
 
@@ -75,6 +76,7 @@ class Gateway:
         self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.started = int(time.time())
         self.in_flight = 0
+        self.metrics = CallMetrics()
         """Model calls running now (a worker stopping waits for them)."""
         self._tasks: list[asyncio.Task[None]] = []
         self._calls_by_key: dict[int, set[ModelCall]] = {}

@@ -21,6 +21,7 @@ from ..core.errors import (
     AuthenticationFailed,
     BadRequest,
     ConsentRequired,
+    LumenError,
     NotFound,
     PayloadTooLarge,
 )
@@ -153,6 +154,11 @@ class ModelCallHandler(GatewayHandler):
         if self._call is not None:
             self._call.client_closed()
         super().on_connection_close()
+
+    def send_error_json(self, error: LumenError) -> None:
+        if error.status < 500:
+            self.gateway.metrics.refused(error.code)
+        super().send_error_json(error)
 
     # -- the Reply the call answers through -----------------------------------------------
 

@@ -151,12 +151,17 @@ class LumenServe(Lumen, JupyterApp):
             return serve_forked(
                 sockets,
                 self.workers,
-                lambda index: self.serve(sockets, index),
+                lambda index: self._worker(sockets, index),
                 log=self.log,
                 on_worker_exit=_forget_worker,
             )
         finally:
             _remove_tree(metrics_dir)
+
+    def _worker(self, sockets: list[Any], index: int) -> None:
+        code = self.serve(sockets, index)
+        if code:
+            raise SystemExit(code)
 
     def serve(self, sockets: list[Any], index: int) -> int:
         """One worker: run the service on ``sockets`` until SIGTERM or SIGINT."""

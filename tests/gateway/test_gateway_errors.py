@@ -517,13 +517,12 @@ async def test_rate_limit_per_key_is_429_with_retry_after(
 
 
 def test_upstream_messages_never_carry_secrets() -> None:
-    from lumen_jupyter.gateway.call import ModelCall
+    from lumen_jupyter.gateway.call import upstream_error
 
     leaked = b'{"error": {"message": "Incorrect API key provided: sk-proj-abc123***xyz9"}}'
-    call = ModelCall.__new__(ModelCall)  # no request: no header is set
-    refused = call.upstream_error(401, leaked, "m")
+    refused = upstream_error(401, leaked, "m")
     assert refused.status == 500 and "sk-proj" not in refused.message
-    passed = call.upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
+    passed = upstream_error(400, leaked.replace(b"API key", b"thing"), "m")
     assert passed.status == 400 and "sk-proj" not in passed.message
     assert "[redacted]" in passed.message
 
