@@ -305,6 +305,27 @@ def cmd_revoke(admin: Admin, args: argparse.Namespace) -> Output:
     return {"user": args.user, "key_id": args.key_id, "result": outcome}, text
 
 
+def cmd_new_key(admin: Admin, args: argparse.Namespace) -> Output:
+    """A personal key for USER, shown once: to hand to them, or for the admin's own use."""
+    if not admin.service.secret:
+        raise UsageError(
+            f"{PROG} new-key: keys are made by the service that holds the key secret; "
+            "run it with --url URL"
+        )
+    who = admin.identity(args.user, create=args.create)
+    try:
+        created = admin.service.create_key(
+            who, args.name, budget=args.budget, expires_in=args.expires_in
+        )
+    except LumenError as exc:
+        raise UsageError(f"{PROG} new-key: {exc.message}") from None
+    text = (
+        f"{fmt.clean(args.user)}: key {created['id']} ({fmt.clean(created['name'])}) created; "
+        f"it is shown this once:\n{created['key']}"
+    )
+    return {"user": args.user, "key": created}, text
+
+
 def cmd_usage(admin: Admin, args: argparse.Namespace) -> Output:
     who = admin.identity(args.user)
     history = admin.service.usage_history(who, args.period, None, args.by)
@@ -461,6 +482,15 @@ def build_parser() -> _Parser:
     revoke.add_argument("user", metavar="USER")
     revoke.add_argument("key_id", metavar="KEY_ID", type=key_id, help="the ID column of keys")
 
+    new_key = command(
+        "new-key", cmd_new_key, "create a personal key for a user (on a service, with --url)"
+    )
+    new_key.add_argument("user", metavar="USER")
+    new_key.add_argument("name", metavar="NAME")
+    new_key.add_argument("--budget", metavar="COINS", help="the most the key may spend")
+    new_key.add_argument("--expires-in", metavar="DURATION", help="e.g. 7d, 12h")
+    new_key.add_argument("--create", action="store_true", help=create)
+
     usage = command("usage", cmd_usage, "a user's usage over a period")
     usage.add_argument("user", metavar="USER")
     usage.add_argument("--period", choices=list(PERIODS), default="month")
@@ -517,7 +547,8 @@ def parse_fields(command: str, fields: dict[str, Any]) -> argparse.Namespace:
             positionals.append(str(value))
     if rest:
         raise UsageError(f"{command}: unknown field(s): {', '.join(sorted(rest))}")
-    args = build_parser().parse_args([command, *options, "--", *positionals])
+    separator = ["--"] if positionals else []  # a negative amount is not an option
+    args = build_parser().parse_args([command, *options, *separator, *positionals])
     check_args(args)
     return args
 
@@ -547,7 +578,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(arguments)
         if getattr(args, "handler", None) is None:
             parser.error(
-                "choose a command: grant, pool, keys, revoke, usage, users, check-config "
+                "choose a command: grant, pool, keys, new-key, revoke, usage, users, "
+                "check-config "
                 "(or --help)"
             )
         check_args(args)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 TOKEN_FILE_ENV = "LUMEN_ADMIN_TOKEN_FILE"
-WRITES = frozenset({"grant", "revoke"})
+WRITES = frozenset({"grant", "revoke", "new-key"})
 TIMEOUT_SECONDS = 30.0
 
 

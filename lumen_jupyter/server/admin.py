@@ -18,7 +18,7 @@ from .base import RestHandler, lumen_endpoint
 from .routes import Routes
 
 READS = frozenset({"users", "keys", "usage", "pool"})
-WRITES = frozenset({"grant", "pool", "revoke"})
+WRITES = frozenset({"grant", "pool", "revoke", "new-key"})
 
 
 class AdminCommandHandler(RestHandler):
