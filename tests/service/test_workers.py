@@ -240,3 +240,51 @@ def test_a_second_stop_signal_kills_at_once(service: Callable[..., Service]) -> 
     assert time.monotonic() - started < 2
     assert "SIGINT again: killing the 2 worker(s) left" in app.log()
     assert not any(alive(pid) for pid in pids)
+
+
+def scrape(port: int) -> tuple[int, dict[str, float]]:
+    """The answering worker's pid and the unlabelled-or-summed samples of ``/metrics``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        pid = int(response.headers["X-Pid"])
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in ("lumen_model_calls_total", "lumen_calls_in_flight"):
+                samples[sample.name] = samples.get(sample.name, 0.0) + sample.value
+    return pid, samples
+
+
+def test_metrics_are_summed_over_workers_and_a_dead_one_is_forgotten(
+    service: Callable[..., Service],
+) -> None:
+    app = service("--workers", "2", "--metrics")
+    app.workers(2)
+    assert len(set(two_answers(app.port))) == 2  # one call recorded in each worker
+    _, samples = scrape(app.port)
+    assert samples == {"lumen_model_calls_total": 2, "lumen_calls_in_flight": 0}
+
+    in_call: queue.Queue[BaseException | int] = queue.Queue()
+
+    def call() -> None:
+        try:
+            in_call.put(answer(app.port, sleep=3.0))
+        except BaseException as error:  # the worker is killed during the call
+            in_call.put(error)
+
+    threading.Thread(target=call, daemon=True).start()
+    time.sleep(0.3)
+    scraper, samples = scrape(app.port)
+    assert samples == {"lumen_model_calls_total": 2, "lumen_calls_in_flight": 1}
+    (busy,) = children(app.pid) - {scraper}
+    os.kill(busy, signal.SIGKILL)
+    assert isinstance(in_call.get(timeout=5), BaseException)
+    wait_until(lambda: f"exited {busy}" in app.out, 5, "the killed worker forgotten")
+    app.workers(2)
+    _, samples = scrape(app.port)
+    assert samples == {"lumen_model_calls_total": 2, "lumen_calls_in_flight": 0}
+
+    app.process.terminate()
+    assert app.exit_code(timeout=5) == 0, app.log()
