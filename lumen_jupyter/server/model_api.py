@@ -68,11 +68,15 @@ class GatewayHandler(LumenHandler):
             raise AuthenticationFailed("Invalid API key or token", code="invalid_api_key") from None
 
     async def principal(self, action: str) -> Principal:
-        if self._principal is None and not self.current_user:
+        try:
+            return await super().principal(action)
+        except web.HTTPError as error:
+            if error.status_code != 403 or self.current_user:
+                raise
+            # No credential, and no session the host knows: on the model API, a 401.
             raise AuthenticationFailed(
                 "Missing API key: send 'Authorization: Bearer sk_…'", code="missing_api_key"
-            )
-        return await super().principal(action)
+            ) from None
 
 
 class ModelsHandler(GatewayHandler):

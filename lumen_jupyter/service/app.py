@@ -35,7 +35,11 @@ from ..server.admin import admin_routes
 from ..server.ops import ops_routes
 from ..server.routes import Routes, lumen_routes
 from ..server.runtime import LumenRuntime, database_url, start_runtime
-from ..server.service_auth import ServiceAuthenticator, load_or_create_admin_token
+from ..server.service_auth import (
+    ServiceAuthenticator,
+    SessionAuthenticator,
+    load_or_create_admin_token,
+)
 from ..server.settings import Lumen
 
 log = logging.getLogger("lumen_jupyter.service")
@@ -88,6 +92,9 @@ class LumenServe(Lumen, JupyterApp):
     shutdown_grace = Float(
         10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
     )
+
+    session_authenticator: SessionAuthenticator | None = None
+    """Who a caller without a lumen credential is (JupyterHub's, in a hub deployment)."""
 
     @default("config_file_name")
     def _default_config_file_name(self) -> str:
@@ -168,20 +175,7 @@ class LumenServe(Lumen, JupyterApp):
         return int(asyncio.run(self._serve(sockets, index)))
 
     async def _serve(self, sockets: list[Any], index: int) -> int:
-        runtime = start_runtime(self, datetime.now(timezone.utc), loggers=(self.log,))
-        application = web.Application(
-            self.routes(),
-            **self.tornado_settings(runtime),
-        )
-        server = HTTPServer(
-            application,
-            idle_connection_timeout=self.idle_connection_timeout or None,
-            body_timeout=self.body_timeout or None,
-            max_body_size=max(self.max_request_bytes, self.max_body_bytes) * 2,
-            xheaders=True,
-        )
-        server.add_sockets(sockets)
-        runtime.start_background()
+        runtime, server = self.start_server(sockets)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -193,6 +187,21 @@ class LumenServe(Lumen, JupyterApp):
         await asyncio.wait_for(server.close_all_connections(), self.shutdown_grace)
         await runtime.close()
         return 0
+
+    def start_server(self, sockets: list[Any]) -> tuple[LumenRuntime, HTTPServer]:
+        """The runtime and an HTTP server on ``sockets``, serving on the running loop."""
+        runtime = start_runtime(self, datetime.now(timezone.utc), loggers=(self.log,))
+        application = web.Application(self.routes(), **self.tornado_settings(runtime))
+        server = HTTPServer(
+            application,
+            idle_connection_timeout=self.idle_connection_timeout or None,
+            body_timeout=self.body_timeout or None,
+            max_body_size=max(self.max_request_bytes, self.max_body_bytes) * 2,
+            xheaders=True,
+        )
+        server.add_sockets(sockets)
+        runtime.start_background()
+        return runtime, server
 
     async def _drain(self, runtime: LumenRuntime) -> None:
         deadline = time.monotonic() + self.shutdown_grace
@@ -216,7 +225,7 @@ class LumenServe(Lumen, JupyterApp):
             "lumen_events": runtime.events,
             "lumen_gateway": runtime.gateway,
             "lumen_authenticator": ServiceAuthenticator(
-                load_or_create_admin_token(self.admin_token_path())
+                load_or_create_admin_token(self.admin_token_path()), self.session_authenticator
             ),
             "lumen_max_body_bytes": self.max_body_bytes,
             "lumen_base_url": self.prefix,
