@@ -377,7 +377,7 @@ class ModelCall:
 
     async def book(self, write: Callable[[Connection], T]) -> T:
         """Write to the books, in the accountant's next transaction (off the event loop)."""
-        return await self.gateway.accountant.run(write)
+        return await self.gateway.accountant.run(write, order=self.request.context.account_id)
 
     async def settle(
         self,

@@ -14,6 +14,10 @@ not take the others down with it: the batch is rolled back and each of its
 writes is run again in a transaction of its own.  Errors raised before any
 write (the access checks) are ordinary answers, so this is rare.
 
+Several processes may write the same books (the service's workers): a batch runs
+its writes in account order, so two batches lock the rows of their accounts in
+the same order and cannot deadlock each other.
+
 Nothing of it runs on the event loop: a commit is file or network I/O whose time
 the server does not control (a SQLite file on a busy or network disk, a
 PostgreSQL round trip).
@@ -46,10 +50,15 @@ loop's writes always stay together), so that a commit never waits on too much wo
 class _Work(Generic[T]):
     write: Callable[[Connection], T]
     future: asyncio.Future[T]
+    order: int = 0
     outcome: tuple[bool, Any] = field(default=(False, None))
 
 
 _STOP = object()
+
+
+def _by_account(work: _Work[Any]) -> int:
+    return work.order
 
 
 class Accountant:
@@ -70,14 +79,15 @@ class Accountant:
             self._started = True
             self._thread.start()
 
-    async def run(self, write: Callable[[Connection], T]) -> T:
-        """Run ``write`` in a write transaction shared with other waiting writes."""
+    async def run(self, write: Callable[[Connection], T], *, order: int = 0) -> T:
+        """Run ``write`` in a write transaction shared with other waiting writes;
+        ``order`` (the account it writes to) places it in the batch."""
         if self._closed:
             raise RuntimeError("the accountant is closed")
         self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._outbox.append(_Work(write, future))
+        self._outbox.append(_Work(write, future, order))
         if len(self._outbox) == 1:  # hand over once per turn of the loop, not per write
             loop.call_soon(self._send)
         return await future
@@ -115,6 +125,7 @@ class Accountant:
                     stop = True
                     break
                 batch.extend(more)
+            batch.sort(key=_by_account)  # stable: one account's writes keep their order
             self._write(batch)
             self._hand_back(batch)
             if stop:
