@@ -53,8 +53,10 @@ def drain(proc: subprocess.Popen[str]) -> list[str]:
 def demo_upstream(chunk_delay_ms: float = 0.0) -> Iterator[str]:
     """A demo backend process; yields its ``/v1`` URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"]
-        + ["--chunk-delay-ms", str(chunk_delay_ms)],
+        [
+            *(sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"),
+            *("--chunk-delay-ms", str(chunk_delay_ms)),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -87,8 +89,10 @@ class Service:
     def admin(self, *args: str) -> Any:
         """``jupyter lumen --url … --json ARGS`` against this service."""
         done = subprocess.run(
-            [sys.executable, "-m", "lumen_jupyter.cli", "--url", self.root, "--json"]
-            + ["--token-file", str(self.token_file), *args],
+            [
+                *(sys.executable, "-m", "lumen_jupyter.cli", "--url", self.root, "--json"),
+                *("--token-file", str(self.token_file), *args),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -139,11 +143,13 @@ def lumen_service(
         "JUPYTER_CONFIG_DIR": str(workdir / "config"),
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lumen_jupyter.service", "--port", "0", "--ip", "127.0.0.1"]
-        + ["--workers", str(workers), "--database-url", database_url]
-        + ["--lumen-config", str(workdir / "lumen.yaml")]
-        + ["--secret-file", str(workdir / "secret"), "--prefix", prefix]
-        + ["--admin-token-file", str(workdir / "admin_token"), *extra],
+        [
+            *(sys.executable, "-m", "lumen_jupyter.service", "--port", "0", "--ip", "127.0.0.1"),
+            *("--workers", str(workers), "--database-url", database_url),
+            *("--lumen-config", str(workdir / "lumen.yaml")),
+            *("--secret-file", str(workdir / "secret"), "--prefix", prefix),
+            *("--admin-token-file", str(workdir / "admin_token"), *extra),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
