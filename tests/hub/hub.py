@@ -204,6 +204,15 @@ class Hub:
         """The service's own port (as users' servers reach it)."""
         return f"http://127.0.0.1:{self.ports['service']}/services/{SERVICE}/"
 
+    @property
+    def lumen_url(self) -> str:
+        """Where the service's ``api/`` and ``v1/`` start, through the proxy."""
+        return f"{self.service_url}lumen/"
+
+    @property
+    def lumen_direct(self) -> str:
+        return f"{self.service_direct}lumen/"
+
     def user_url(self, user: str, path: str = "") -> str:
         return f"{self.url}/user/{user}/{path}"
 
@@ -323,7 +332,7 @@ class Hub:
     def lumen_admin(self, command: str, **fields: Any) -> Any:
         """A ``jupyter lumen`` command through the service's admin API, with its admin token."""
         method = "POST" if command in ("grant", "revoke", "new-key") or "max" in fields else "GET"
-        url = f"{self.service_direct}lumen/api/admin/{command}"
+        url = f"{self.lumen_direct}api/admin/{command}"
         headers = {"Authorization": f"Bearer {self.admin_token()}"}
         if method == "GET":
             answer = httpx.get(url, params=fields, headers=headers, timeout=60)
@@ -335,7 +344,7 @@ class Hub:
     def balance(self, user: str) -> int | None:
         """``user``'s balance in micro-coins, as the service's own admin sees it (``None``
         before the user's first use of lumen)."""
-        url = f"{self.service_direct}lumen/api/admin/pool"
+        url = f"{self.lumen_direct}api/admin/pool"
         headers = {"Authorization": f"Bearer {self.admin_token()}"}
         answer = httpx.get(url, params={"user": user}, headers=headers, timeout=60)
         if answer.status_code == 400 and "no account named" in answer.text:
@@ -345,7 +354,7 @@ class Hub:
 
     def lumen_processes(self) -> list[int]:
         """Every process of this hub's lumen service (the supervisor and its workers)."""
-        marker = str(self.secrets_dir).encode()
+        marker = f"--port\0{self.ports['service']}\0".encode()
         found = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
@@ -446,22 +455,12 @@ def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_t
         sys.executable,
         *("-m", "lumen_jupyter.service", "--workers", "2"),
         *("--ip", "127.0.0.1", "--port", str(ports["service"])),
-        *("--lumen-config", str(secrets_dir / "lumen.yaml")),
-        *("--secret-file", str(secrets_dir / "secret")),
-        *("--admin-token-file", str(secrets_dir / "admin_token")),
     ]
     bin_dir = Path(sys.executable).parent
     return textwrap.dedent(
         f"""\
         # Written by tests/hub/hub.py: examples/jupyterhub/jupyterhub_config.py with test ports.
-        from pathlib import Path
-
         c = get_config()  # noqa: F821
-
-
-        def read_secret(path):
-            return Path(path).read_text().strip()
-
         c.JupyterHub.ip = "127.0.0.1"
         c.JupyterHub.port = {ports["proxy"]}
         c.JupyterHub.hub_ip = "127.0.0.1"
@@ -505,11 +504,10 @@ def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_t
                 "url": "http://127.0.0.1:{ports["service"]}",
                 "command": {service_cmd!r},
                 "environment": {{
-                    # read by the hub (root) from a 0600 file; only the service's process
-                    # gets it, never the users' servers
-                    "LUMEN_DATABASE_URL": read_secret({str(secrets_dir / "database_url")!r}),
+                    # jupyter_lumen_config.py (0600) there holds the database URL and
+                    # names the YAML, the key secret and the admin token
+                    "JUPYTER_CONFIG_DIR": {str(secrets_dir)!r},
                     "JUPYTER_DATA_DIR": {str(secrets_dir / "data")!r},
-                    "JUPYTER_CONFIG_DIR": {str(secrets_dir / "config")!r},
                 }},
                 "oauth_no_confirm": True,
                 "display": True,
@@ -560,7 +558,19 @@ def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
             secrets_dir / "lumen.yaml",
             yaml.safe_dump(lumen_yaml(upstream, slow_upstream, provider_key)),
         )
-        write_private(secrets_dir / "database_url", database.url + "\n")
+        write_private(
+            secrets_dir / "jupyter_lumen_config.py",
+            "".join(
+                f"c.{name} = {value!r}\n"
+                for name, value in (
+                    ("Lumen.database_url", database.url),
+                    ("Lumen.config_file", str(secrets_dir / "lumen.yaml")),
+                    ("Lumen.secret_file", str(secrets_dir / "secret")),
+                    ("LumenServe.admin_token_file", str(secrets_dir / "admin_token")),
+                    ("LumenServe.hub_cache_seconds", CACHE_SECONDS),
+                )
+            ),
+        )
         config = root / "jupyterhub_config.py"
         config.write_text(hub_config(root, ports, secrets_dir, tester_token))
         log_path = root / "hub.log"

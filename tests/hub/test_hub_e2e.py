@@ -123,14 +123,14 @@ def user_lanes(hub: Hub, name: str) -> User:
     kernel_pid = int(kernel.execute("import os; print(os.getpid())").strip())
     kernel_env = proc_environ(kernel_pid)
     on_server = hub.user_url(name, "lumen/")
-    service = hub.service_url
+    service = hub.lumen_url
     key = hub.lumen_admin("new-key", user=name, name="script", create=True)["key"]["key"]
     browser_token = {"Authorization": f"token {page_token(browser, name)}"}
     lanes = [
         Lane("browser page token", on_server, browser_token),
         Lane("browser cookies", on_server, client=browser),
         Lane("kernel", on_server, bearer(kernel_env["LUMEN_KERNEL_TOKEN"])),
-        Lane("server token", hub.service_direct, bearer(hub.server_token(name))),
+        Lane("server token", hub.lumen_direct, bearer(hub.server_token(name))),
         Lane("API token via server", on_server, bearer(api_token)),
         Lane("API token", service, bearer(api_token)),
         Lane("personal key", service, bearer(key), personal_key=True),
@@ -327,14 +327,14 @@ def test_an_admins_server_and_kernel_cannot_mint_coins(hub: Hub, people: dict[st
         assert answer.status_code in refusals(carol.lanes[lane]), (lane, answer.text)
     assert hub.balance("alice") == before
     carols_token = hub.token("carol", ["custom:lumen:admin", "access:services!service=lumen"])
-    answer = grant(Lane("carol's API token", hub.service_url, bearer(carols_token)), "alice")
+    answer = grant(Lane("carol's API token", hub.lumen_url, bearer(carols_token)), "alice")
     assert answer.status_code == 200, answer.text
     assert hub.balance("alice") == before + 5 * COIN
 
 
 def test_a_delegated_grant_reaches_only_its_group(hub: Hub, people: dict[str, User]) -> None:
     """bob holds custom:lumen:grant!group=class-a: alice (a member) yes, dave no."""
-    bob = Lane("bob's API token", hub.service_url, bearer(hub.token("bob")))
+    bob = Lane("bob's API token", hub.lumen_url, bearer(hub.token("bob")))
     alice_before, dave_before = hub.balance("alice"), hub.balance("dave")
     refused = grant(bob, "dave")
     assert refused.status_code == 403, refused.text
@@ -483,7 +483,7 @@ def test_an_aborted_stream_is_billed_for_what_was_delivered(hub: Hub, alice: Use
 
 def test_a_group_change_in_the_hub_changes_the_pool(hub: Hub) -> None:
     """dave joins the hub group ``staff`` (a YAML group with a bigger pool), then leaves."""
-    dave = Lane("dave's API token", hub.service_url, bearer(hub.api_token("dave")))
+    dave = Lane("dave's API token", hub.lumen_url, bearer(hub.api_token("dave")))
 
     def pool_max() -> int:
         return int(dave.profile()["pool"]["max"]["micro"]) // COIN
