@@ -20,7 +20,7 @@ def load(path: Path) -> Config:
     return PyFileConfigLoader(path.name, str(path.parent)).load_config()
 
 
-def tested_config(tmp_path: Path, monkeypatch: Any) -> Config:
+def config_under_test(tmp_path: Path, monkeypatch: Any) -> Config:
     monkeypatch.setattr("tests.hub.hub.ensure_chp", lambda: tmp_path / "chp")
     ports = {"proxy": 1, "proxy_api": 2, "hub": 3, "service": 4}
     path = tmp_path / "jupyterhub_config.py"
@@ -33,7 +33,7 @@ def lumen_service(config: Config) -> dict[str, Any]:
 
 
 def test_the_example_grants_what_the_tests_grant(tmp_path: Path, monkeypatch: Any) -> None:
-    example, tested = load(EXAMPLE), tested_config(tmp_path, monkeypatch)
+    example, tested = load(EXAMPLE), config_under_test(tmp_path, monkeypatch)
     for section, name in (
         ("JupyterHub", "extra_user_scopes"),
         ("Spawner", "server_token_scopes"),
@@ -50,7 +50,7 @@ def test_the_example_grants_what_the_tests_grant(tmp_path: Path, monkeypatch: An
 
 def test_the_example_service_entry_is_the_tested_one(tmp_path: Path, monkeypatch: Any) -> None:
     example = lumen_service(load(EXAMPLE))
-    tested = lumen_service(tested_config(tmp_path, monkeypatch))
+    tested = lumen_service(config_under_test(tmp_path, monkeypatch))
     for key in ("oauth_client_allowed_scopes", "oauth_no_confirm", "display"):
         assert example[key] == tested[key], key
     assert example["command"][1:5] == tested["command"][1:5]  # -m lumen_jupyter.service --workers 2
