@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from . import schema
+from .notify import install_pool_trigger
 from .prepared import HotStatement
 
 Migration = Callable[[Connection], None]
@@ -188,6 +189,7 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (5, "the request log by notebook, for usage by cell", _add_notebook_index),
     (6, "key budgets and expiry", _add_key_limits),
     (7, "the request log by key, for rate limits across processes", _add_key_time_index),
+    (8, "pool changes notified to every process (PostgreSQL)", install_pool_trigger),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 
