@@ -31,6 +31,8 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("lumen_jupyter.notify")
 
 CHANNEL = "lumen_pool"
+CONNECT_TIMEOUT = 10
+"""Seconds a connection attempt may take, unless the URL says otherwise."""
 
 _TRIGGER_DDL = (
     f"""
@@ -109,10 +111,16 @@ class PoolListener:
     """``LISTEN lumen_pool`` on a connection of its own; ``on_change(account_id)`` for
     each account whose pool changed, on the event loop that ran :meth:`start`.
 
-    Notifications that arrive together (one read from the socket) are coalesced: each
-    account once.  The connection is pinged every ``ping_interval`` seconds, so one
-    that died silently is noticed; a lost connection is opened again after
-    ``min_backoff`` seconds, doubling up to ``max_backoff`` while it keeps failing.
+    The first notification after a quiet spell is handed over at once; after each, the
+    listener reads nothing for ``coalesce`` seconds and then takes everything that came
+    meanwhile in one go, each account once.  Each wake-up of the event loop costs tens
+    of microseconds of CPU, whatever it carries: without this a busy database (two
+    notifications a call, for every call of every process) would wake the loop of
+    every process thousands of times a second.
+
+    The connection is pinged every ``ping_interval`` seconds, so one that died
+    silently is noticed; a lost connection is opened again after ``min_backoff``
+    seconds, doubling up to ``max_backoff`` while it keeps failing.
     """
 
     def __init__(
@@ -122,6 +130,7 @@ class PoolListener:
         *,
         on_reconnect: Callable[[], None] | None = None,
         channel: str = CHANNEL,
+        coalesce: float = 0.1,
         ping_interval: float = 30.0,
         ping_timeout: float = 10.0,
         min_backoff: float = 0.1,
@@ -129,10 +138,14 @@ class PoolListener:
         application_name: str = "lumen-pool-listener",
     ) -> None:
         self.where = describe_url(url)
-        self._conninfo = conninfo_from_url(url, application_name=application_name)
+        extra = {"application_name": application_name}
+        if "connect_timeout" not in make_url(url).query:  # a silent network is given up on
+            extra["connect_timeout"] = str(CONNECT_TIMEOUT)
+        self._conninfo = conninfo_from_url(url, **extra)
         self.on_change = on_change
         self.on_reconnect = on_reconnect
         self.channel = channel
+        self.coalesce = coalesce
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.min_backoff = min_backoff
@@ -205,13 +218,23 @@ class PoolListener:
                 log.info("lumen: listening for pool changes again on %s", self.where)
                 if self.on_reconnect is not None:
                     self._call(self.on_reconnect)
+            next_ping = time.monotonic() + self.ping_interval
             while True:
-                async for notify in conn.notifies(timeout=self.ping_interval):
-                    self._received(notify.payload)
-                try:
-                    await asyncio.wait_for(conn.execute("SELECT 1"), self.ping_timeout)
-                except asyncio.TimeoutError:
-                    raise _ConnectionLost("no answer to a ping") from None
+                remaining = next_ping - time.monotonic()
+                if remaining <= 0:
+                    try:
+                        await asyncio.wait_for(conn.execute("SELECT 1"), self.ping_timeout)
+                    except asyncio.TimeoutError:
+                        raise _ConnectionLost("no answer to a ping") from None
+                    next_ping = time.monotonic() + self.ping_interval
+                    continue
+                heard = False
+                async for notify in conn.notifies(timeout=remaining, stop_after=1):
+                    self._received(notify.payload)  # the whole packet, then out
+                    heard = True
+                if heard and self.coalesce > 0:
+                    # what comes meanwhile waits in the socket, to be read in one go
+                    await asyncio.sleep(self.coalesce)
         finally:
             self._listening.clear()
             self.backend_pid = None

@@ -213,6 +213,35 @@ async def test_a_burst_is_heard_once_per_account(pg_url: str, writer: Store) -> 
 
 @pytest.mark.postgres
 @pytest.mark.asyncio
+async def test_changes_in_quick_succession_are_handed_over_together(
+    pg_url: str, writer: Store
+) -> None:
+    heard = Heard()
+    listener = PoolListener(pg_url, heard, coalesce=0.2)
+    listener.start()
+    try:
+        await listener.wait_listening(5)
+
+        def many() -> None:
+            with writer.write() as conn:
+                conn.execute(
+                    balances.insert().values(account_id=2, balance_micro=0, last_refill_at=NOW)
+                )
+            for amount in range(1, 21):  # twenty transactions, alternating accounts
+                set_balance(writer, 1 + amount % 2, amount)
+
+        await timed(many, heard)
+        await asyncio.sleep(0.5)  # the rest, read together after the pause
+        assert set(heard.ids) == {1, 2}
+        # the first at once, then each account once per pause (one read at once would
+        # still hand most of them over one by one: 16 of 21 when tried)
+        assert len(heard.ids) <= 7
+    finally:
+        await listener.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
 async def test_it_listens_again_after_its_connection_is_killed(
     pg_url: str, writer: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
