@@ -11,7 +11,8 @@ thread of the measuring process (its CPU is printed at the end):
   transaction), and of the whole call (``open_call`` + ``settle``);
 - ``--processes`` processes, each settling calls of its own user as fast as it can:
   calls per second altogether;
-- bare balance updates by 1 and 8 connections: commits per second.
+- bare balance updates by 1 and 8 connections: commits per second, with no trigger,
+  notifying, and deferred (``lumen.pool_notify = off``, the accounts told in bulk).
 
 ``--durable`` starts a server that flushes each commit to disk (as in production;
 the tests' server does not), which is where a lock held across commits would show.
@@ -178,17 +179,25 @@ def many_processes(url: str, store: Store, processes: int, calls: int, rounds: i
         print(f"    {label}   {statistics.median(rates[enabled]):7.0f}")
 
 
+COMMIT_MODES = {
+    "no trigger": "-c session_replication_role=replica",  # fires no trigger at all
+    "notifying": "",
+    "deferred": "-c lumen.pool_notify=off",  # and told ten times a second, in bulk
+}
+
+
 def commits(url: str, threads: int, seconds: float, rounds: int) -> None:
     """Balance updates committed per second by ``threads`` connections (one account
-    each), notifying or not: the cost of the notification queue's lock alone.
+    each): the cost of the notification queue's lock alone, and of deferring.
 
-    A connection with ``session_replication_role = replica`` fires no trigger, so the
-    two kinds alternate second by second on the same server."""
-    from lumen_jupyter.store.notify import conninfo_from_url
+    The three kinds alternate second by second on the same server; ``deferred`` has
+    a thread of its own that notifies all the accounts every 0.1 s (as a writer that
+    defers would notify the accounts it changed)."""
+    from lumen_jupyter.store.notify import CHANNEL, conninfo_from_url
 
-    def hammer(account_id: int, notify: bool, until: float, done: list[int]) -> None:
-        options = {} if notify else {"options": "-c session_replication_role=replica"}
-        with psycopg.connect(conninfo_from_url(url, **options), autocommit=True) as conn:
+    def hammer(account_id: int, options: str, until: float, done: list[int]) -> None:
+        extra = {"options": options} if options else {}
+        with psycopg.connect(conninfo_from_url(url, **extra), autocommit=True) as conn:
             n = 0
             while time.perf_counter() < until:
                 conn.execute(
@@ -199,30 +208,40 @@ def commits(url: str, threads: int, seconds: float, rounds: int) -> None:
                 n += 1
             done.append(n)
 
+    def tell(accounts: list[int], until: float) -> None:
+        with psycopg.connect(conninfo_from_url(url), autocommit=True) as conn:
+            while time.perf_counter() < until:
+                conn.execute(
+                    "SELECT pg_notify(%s, id::text) FROM unnest(%s::integer[]) AS id",
+                    (CHANNEL, accounts),
+                )
+                time.sleep(0.1)
+
     store = Store(url)
     service = _service(store)
     accounts = [service.account(f"c{i}") for i in range(threads)]
     for i in range(threads):  # opens their balances
         service.pool_state(Identity(username=f"c{i}", display_name=f"c{i}"))
     store.dispose()
-    rates: dict[bool, list[float]] = {False: [], True: []}
+    rates: dict[str, list[float]] = {mode: [] for mode in COMMIT_MODES}
     for _ in range(rounds):
-        for notify in (False, True):
+        for mode, options in COMMIT_MODES.items():
             done: list[int] = []
             until = time.perf_counter() + seconds
             workers = [
-                threading.Thread(target=hammer, args=(acct, notify, until, done))
+                threading.Thread(target=hammer, args=(acct, options, until, done))
                 for acct in accounts
             ]
+            if mode == "deferred":
+                workers.append(threading.Thread(target=tell, args=(accounts, until)))
             for worker in workers:
                 worker.start()
             for worker in workers:
                 worker.join()
-            rates[notify].append(sum(done) / seconds)
+            rates[mode].append(sum(done) / seconds)
     print(f"  {threads} connections updating balances, commits/s (median of {rounds}):")
-    for notify in (False, True):
-        label = "notifying  " if notify else "no trigger "
-        print(f"    {label}   {statistics.median(rates[notify]):7.0f}")
+    for mode in COMMIT_MODES:
+        print(f"    {mode:12} {statistics.median(rates[mode]):7.0f}")
 
 
 def main() -> None:

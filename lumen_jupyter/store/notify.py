@@ -8,6 +8,14 @@ the account id whenever a balance, its last refill or a user's pool changes.
 PostgreSQL delivers it when the transaction commits, only then, and once per account
 per transaction.  SQLite is one process: its event streams are woken in memory.
 
+The notification has a price on the hot path: PostgreSQL queues notifications under
+one lock per database held across the commit, so notifying commits take turns, flush
+to disk included (no group commit).  A writer that changes balances many times a
+second (the accountant of a busy worker) may switch the trigger off for its own
+transactions (:func:`defer_pool_notifications`) and tell the accounts it changed a
+few times a second instead (:func:`notify_pool_changes`, in a short transaction of
+its own); everyone else (the command line, admin pages, other tools) keeps notifying.
+
 :class:`PoolListener` holds one connection per process that ``LISTEN``\\ s on the
 channel, hands each account id to a callback, and reconnects (with backoff) when the
 connection is lost; notifications sent while it was away are lost, so it then calls
@@ -20,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -31,6 +39,8 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("lumen_jupyter.notify")
 
 CHANNEL = "lumen_pool"
+DEFER_SETTING = "lumen.pool_notify"
+"""Set to ``off`` in a transaction (or a session), the balance triggers stay silent."""
 CONNECT_TIMEOUT = 10
 """Seconds a connection attempt may take, unless the URL says otherwise."""
 
@@ -51,7 +61,8 @@ _TRIGGER_DDL = (
     "DROP TRIGGER IF EXISTS lumen_balances_notify_insert ON lumen_balances",
     """
     CREATE TRIGGER lumen_balances_notify_insert AFTER INSERT ON lumen_balances
-    FOR EACH ROW EXECUTE FUNCTION lumen_notify_pool()
+    FOR EACH ROW WHEN (current_setting('lumen.pool_notify', true) IS DISTINCT FROM 'off')
+    EXECUTE FUNCTION lumen_notify_pool()
     """,
     "DROP TRIGGER IF EXISTS lumen_balances_notify_update ON lumen_balances",
     # WHEN: an update that leaves the pool as it was (a settle at exactly the amount
@@ -59,8 +70,11 @@ _TRIGGER_DDL = (
     """
     CREATE TRIGGER lumen_balances_notify_update AFTER UPDATE ON lumen_balances
     FOR EACH ROW WHEN (
-        OLD.balance_micro IS DISTINCT FROM NEW.balance_micro
-        OR OLD.last_refill_at IS DISTINCT FROM NEW.last_refill_at
+        (
+            OLD.balance_micro IS DISTINCT FROM NEW.balance_micro
+            OR OLD.last_refill_at IS DISTINCT FROM NEW.last_refill_at
+        )
+        AND current_setting('lumen.pool_notify', true) IS DISTINCT FROM 'off'
     ) EXECUTE FUNCTION lumen_notify_pool()
     """,
     "DROP TRIGGER IF EXISTS lumen_user_pools_notify ON lumen_user_pools",
@@ -77,6 +91,25 @@ def install_pool_trigger(conn: Connection) -> None:
         return
     for statement in _TRIGGER_DDL:
         conn.exec_driver_sql(statement)
+
+
+def defer_pool_notifications(conn: Connection) -> None:
+    """Silence the balance triggers for the rest of this transaction (PostgreSQL): the
+    caller promises :func:`notify_pool_changes` for the accounts it changes, after the
+    commit."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL {DEFER_SETTING} = 'off'")
+
+
+def notify_pool_changes(conn: Connection, account_ids: Iterable[int]) -> None:
+    """Tell every listener that these accounts' pools changed (PostgreSQL; delivered
+    when ``conn``'s transaction commits: keep it short)."""
+    ids = sorted(set(account_ids))
+    if conn.dialect.name == "postgresql" and ids:
+        conn.exec_driver_sql(
+            "SELECT pg_notify(%(channel)s, id::text) FROM unnest(%(ids)s::integer[]) AS id",
+            {"channel": CHANNEL, "ids": ids},
+        )
 
 
 def conninfo_from_url(url: str, **extra: str) -> str:

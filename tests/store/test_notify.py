@@ -20,8 +20,10 @@ from lumen_jupyter.store import Store, sqlite_url
 from lumen_jupyter.store.notify import (
     PoolListener,
     conninfo_from_url,
+    defer_pool_notifications,
     describe_url,
     install_pool_trigger,
+    notify_pool_changes,
 )
 from lumen_jupyter.store.schema import accounts, balances, user_pools
 from tests import pg
@@ -236,6 +238,40 @@ async def test_changes_in_quick_succession_are_handed_over_together(
         # the first at once, then each account once per pause (one read at once would
         # still hand most of them over one by one: 16 of 21 when tried)
         assert len(heard.ids) <= 7
+    finally:
+        await listener.stop()
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_a_hot_writer_may_defer_and_notify_itself(pg_url: str, writer: Store) -> None:
+    heard = Heard()
+    listener = PoolListener(pg_url, heard, coalesce=0)
+    listener.start()
+    try:
+        await listener.wait_listening(5)
+
+        def open_second() -> None:
+            with writer.write() as conn:
+                conn.execute(
+                    balances.insert().values(account_id=2, balance_micro=0, last_refill_at=NOW)
+                )
+
+        assert (await timed(open_second, heard))[0] == 2
+
+        def deferred_then_told() -> None:
+            with writer.write() as conn:
+                defer_pool_notifications(conn)
+                conn.execute(update(balances).values(balance_micro=11))  # both accounts
+            with writer.write() as conn:
+                notify_pool_changes(conn, [1, 1])
+
+        seen = len(heard.ids)
+        assert (await timed(deferred_then_told, heard))[0] == 1
+        await asyncio.sleep(0.2)
+        assert heard.ids[seen:] == [1]  # account 2 changed silently, 1 once
+        # the setting lasted one transaction: the trigger speaks again
+        assert (await timed(lambda: set_balance(writer, 2, 12), heard))[0] == 2
     finally:
         await listener.stop()
 
