@@ -56,10 +56,10 @@ def rated_call(
             wait = take_account_rate_slot_in(conn, ctx.account_id, per_minute, now)
         if wait is not None:
             return wait
-        outcome = service.open_call_in(
+        outcome = service.calls.open_call_in(
             conn, who, ctx, model, endpoint="chat", input_tokens=100, max_output_tokens=500
         )
-    service.admission_or_raise(outcome)
+    service.calls.admission_or_raise(outcome)
     return None
 
 

@@ -149,7 +149,7 @@ def test_admissions_batched_in_one_transaction_see_each_other(service: LumenServ
             wait = take_rate_slot_in(conn, key, 2, service.clock.now())
             waits.append(wait)
             if wait is None:
-                service.open_call_in(
+                service.calls.open_call_in(
                     conn,
                     who(USER),
                     ctx,
