@@ -31,8 +31,6 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import psycopg
-from psycopg import sql
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
@@ -128,7 +126,9 @@ def conninfo_from_url(url: str, **extra: str) -> str:
     for name, value in parsed.query.items():
         params[name] = ",".join(value) if isinstance(value, tuple) else value
     params.update(extra)
-    return psycopg.conninfo.make_conninfo(**{k: v for k, v in params.items() if v is not None})
+    from psycopg.conninfo import make_conninfo  # the postgres extra: SQLite needs none
+
+    return make_conninfo(**{k: v for k, v in params.items() if v is not None})
 
 
 def describe_url(url: str) -> str:
@@ -222,6 +222,8 @@ class PoolListener:
     # -- the task ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        import psycopg  # the postgres extra: SQLite needs none
+
         backoff = self.min_backoff
         while True:
             opened = time.monotonic()
@@ -241,6 +243,9 @@ class PoolListener:
 
     async def _session(self) -> None:
         """One connection: listen until it is lost (raises) or the task is cancelled."""
+        import psycopg
+        from psycopg import sql
+
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         try:
             await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))

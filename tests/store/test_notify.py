@@ -340,3 +340,18 @@ async def test_an_unreachable_database_is_retried_and_its_password_never_logged(
         await listener.stop()
     assert "pw-not-to-log" not in caplog.text
     assert "127.0.0.1" in caplog.text
+
+
+def test_the_extension_loads_without_psycopg() -> None:
+    """psycopg is the ``postgres`` extra: a plain ``pip install`` (SQLite) has none, and
+    the store, the server extension and the service must import without it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"  # import psycopg raises ImportError
+        "import lumen_jupyter.store, lumen_jupyter.store.notify, lumen_jupyter.server.app\n"
+        "print('loaded')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0 and "loaded" in done.stdout, done.stderr
