@@ -194,8 +194,11 @@ def _run(argv: list[str]) -> None:
         )
 
 
-def start_throwaway(attempts: int = 3) -> PostgresServer:
-    """initdb + pg_ctl start on a free loopback port in a new temporary directory."""
+def start_throwaway(attempts: int = 3, *, durable: bool = False) -> PostgresServer:
+    """initdb + pg_ctl start on a free loopback port in a new temporary directory.
+
+    Commits are not flushed to disk (fast tests) unless ``durable``, as in production
+    (for benchmarks of what a commit costs)."""
     bin_dir = binaries()
     root = Path(tempfile.mkdtemp(prefix="lumen-pg-"))
     try:
@@ -207,10 +210,9 @@ def start_throwaway(attempts: int = 3) -> PostgresServer:
         last_error: Exception | None = None
         for _ in range(attempts):  # the port may be taken between probing and binding
             port = free_port()
-            options = (
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-            )
+            options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+            if not durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             try:
                 _run(
                     [

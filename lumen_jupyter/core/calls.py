@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
-from . import billing, keyring
+from . import billing, keyring, rate_limit
 from .accounts import Identity
 from .catalog import ModelSpec
 from .clock import isoformat_z
-from .errors import AuthenticationFailed, BudgetExhausted, PermissionDenied
+from .errors import AuthenticationFailed, BudgetExhausted, PermissionDenied, RateLimited
 from .money import format_coins
 from .pools import ResolvedPool
 from .usage import Usage
@@ -50,10 +50,22 @@ AdmissionOutcome = Admission | tuple[billing.Refusal, ResolvedPool | None]
 class Calls:
     """Opens, settles and releases the calls of one :class:`LumenService`."""
 
-    def __init__(self, service: LumenService, *, default_output_cap: int) -> None:
+    def __init__(
+        self,
+        service: LumenService,
+        *,
+        default_output_cap: int,
+        rate_limit_per_minute: int = 0,
+        rate_limit_sessions: bool = False,
+    ) -> None:
         self._service = service
         self.default_output_cap = default_output_cap
         """Output tokens reserved when neither the caller nor the model sets a limit."""
+        self.rate_limit_per_minute = rate_limit_per_minute
+        """Calls a personal key may start per minute (0: no limit), counted in the store,
+        so that every process serving the store shares the limit."""
+        self.rate_limit_sessions = rate_limit_sessions
+        """Whether calls without a personal key (session, kernel) are limited too, per account."""
 
     def open_call(
         self,
@@ -100,13 +112,38 @@ class Calls:
         each choice may produce the whole output budget."""
         self._check_key(conn, ctx)
         model = self._service.callable_model_in(conn, who, ctx.account_id, model_name)
+        now = self._service.clock.now()
+        limited = self._take_rate_slot(conn, ctx, now)
+        if limited is not None:
+            return limited, None
         output = 0
         if endpoint != "embeddings":
             output = billing.output_budget(model, max_output_tokens, self.default_output_cap)
         worst = billing.worst_case_cost(model, input_tokens, output * max(1, choices))
-        return self._admit(
-            conn, who, ctx, model, worst, endpoint, self._service.clock.now(), input_tokens, output
+        return self._admit(conn, who, ctx, model, worst, endpoint, now, input_tokens, output)
+
+    def _take_rate_slot(
+        self, conn: Connection, ctx: billing.CallContext, now: datetime
+    ) -> billing.Refusal | None:
+        """The refusal of a call over its rate limit (its window read under a row lock,
+        so concurrent admissions in any process cannot all take the last slot)."""
+        per_minute = self.rate_limit_per_minute
+        if per_minute <= 0:
+            return None
+        if ctx.key_id is not None:
+            wait = rate_limit.take_rate_slot_in(conn, ctx.key_id, per_minute, now)
+        elif self.rate_limit_sessions:
+            wait = rate_limit.take_account_rate_slot_in(conn, ctx.account_id, per_minute, now)
+        else:
+            return None
+        if wait is None:
+            return None
+        seconds = int(wait) + 1
+        error = RateLimited(
+            f"Rate limit of {per_minute} calls per minute reached; retry in {seconds} s"
         )
+        error.retry_after = seconds
+        return billing.Refusal("rate_limited", error=error)
 
     def admit(
         self,

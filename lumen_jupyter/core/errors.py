@@ -126,6 +126,8 @@ class RateLimited(LumenError):
     retryable = True
     error_type = "rate_limit_error"
     code = "rate_limited"
+    retry_after: int | None = None
+    """Seconds until a call would be admitted (sent as ``Retry-After``)."""
 
 
 class UpstreamUnavailable(LumenError):

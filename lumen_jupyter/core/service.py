@@ -101,6 +101,8 @@ class LumenService:
         strict_billing: bool = True,
         status_provider: StatusProvider = static_status,
         default_output_cap: int = billing.DEFAULT_OUTPUT_CAP,
+        rate_limit_per_minute: int = 0,
+        rate_limit_sessions: bool = False,
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -108,7 +110,12 @@ class LumenService:
         self.clock = clock or SystemClock()
         self.strict_billing = strict_billing
         self.status_provider = status_provider
-        self.calls = Calls(self, default_output_cap=default_output_cap)
+        self.calls = Calls(
+            self,
+            default_output_cap=default_output_cap,
+            rate_limit_per_minute=rate_limit_per_minute,
+            rate_limit_sessions=rate_limit_sessions,
+        )
         """Admission and settlement of model calls (:mod:`.calls`)."""
         self._account_ids: dict[str, int] = {}
         self._usernames: dict[int, str] = {}

@@ -110,8 +110,6 @@ class CallRequest:
     body: dict[str, Any]
     identity: Identity
     context: billing.CallContext
-    rate_limited: bool
-    """Whether the per-key rate limit applies to this caller."""
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
@@ -266,7 +264,6 @@ class ModelCall:
         self.kind = request.kind
         self._upstream: Response | None = None
         self._stop_reason: str | None = None
-        self._rate_slot: object | None = None
         self._output_limit = 0
         self._next_progress = 0.0
         self._progress: asyncio.Future[None] | None = None
@@ -315,7 +312,6 @@ class ModelCall:
         generates = self.kind != "embeddings"
         output = max_output(body) if generates else None
         count = choices(body) if generates else 1
-        self.check_rate_limit()
         try:
             outcome = await self.book(
                 lambda conn: service.calls.open_call_in(
@@ -331,8 +327,8 @@ class ModelCall:
             )
             admission = service.calls.admission_or_raise(outcome)
         except LumenError as refused:
-            if self._rate_slot is not None:  # a refused call does not count
-                gateway.rate_limiter.give_back(self._rate_slot)
+            if isinstance(refused, RateLimited) and refused.retry_after is not None:
+                self.reply.set_header("Retry-After", str(refused.retry_after))
             if isinstance(refused, (BudgetExhausted, PermissionDenied)):
                 self.publish_refusal(refused, body["model"])
             raise
@@ -358,22 +354,6 @@ class ModelCall:
                     )
                 )
             gateway.publish("usage", {"model": admission.model.name}, request.identity.username)
-
-    def check_rate_limit(self) -> None:
-        if not self.request.rate_limited:
-            return
-        context = self.request.context
-        who = context.key_id if context.key_id is not None else context.source
-        limiter = self.gateway.rate_limiter
-        wait = limiter.retry_after(who)
-        if wait is None:
-            self._rate_slot = who
-            return
-        self.reply.set_header("Retry-After", str(int(wait) + 1))
-        raise RateLimited(
-            f"Rate limit of {limiter.per_minute} calls per minute "
-            f"reached; retry in {int(wait) + 1} s"
-        )
 
     async def book(self, write: Callable[[Connection], T]) -> T:
         """Write to the books, in the accountant's next transaction (off the event loop)."""

@@ -20,7 +20,6 @@ from ..core.service import LumenService
 from ..store.accountant import Accountant
 from .http_client import TLSSettings
 from .metrics import CallMetrics
-from .ratelimit import RateLimiter
 from .upstream import Upstreams
 
 if TYPE_CHECKING:
@@ -36,8 +35,6 @@ class GatewaySettings:
 
     upstream_timeout: float = 300.0
     upstream_connect_timeout: float = 10.0
-    rate_limit_per_minute: int = 0
-    rate_limit_sessions: bool = False
     max_request_bytes: int = 10 * 1024 * 1024
     health_interval: float = 60.0
     tls: TLSSettings = field(default_factory=TLSSettings)
@@ -73,7 +70,6 @@ class Gateway:
             max_answer_bytes=settings.max_upstream_answer_bytes,
             keepalive_seconds=settings.upstream_keepalive,
         )
-        self.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
         self.started = int(time.time())
         self.in_flight = 0
         self.metrics = CallMetrics()
@@ -86,10 +82,6 @@ class Gateway:
     @property
     def max_request_bytes(self) -> int:
         return self.settings.max_request_bytes
-
-    def rate_limits(self, source: str) -> bool:
-        """Whether calls made with this kind of credential are rate limited."""
-        return source == "api" or self.settings.rate_limit_sessions
 
     def track(self, key_id: int, call: ModelCall) -> None:
         """Remember a running call made with a personal key, to stop it on revocation."""

@@ -95,6 +95,14 @@ class EventHub:
     def subscribers(self) -> int:
         return sum(len(w.queues) for w in self._watches.values())
 
+    def pool_changed(self, account: int, account_of: Callable[[str], int | None]) -> None:
+        """Another process changed the pool of ``account`` (a PostgreSQL notification):
+        the streams of its user read it again. ``account_of`` maps a watched user to
+        their account id when it is known without database work."""
+        for name, watch in self._watches.items():
+            if account_of(name) == account:
+                watch.dirty.set()
+
     def publish(self, kind: str, data: Mapping[str, Any], username: str | None = None) -> None:
         """``usage``: the pool of ``username`` (everyone's when ``None``) may have moved;
         anything else goes to the streams as it is."""

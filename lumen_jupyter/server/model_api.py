@@ -213,7 +213,6 @@ class ModelCallHandler(GatewayHandler):
             body=parse_body(bytes(self._body)),
             identity=principal.identity,
             context=self.call_context(principal),
-            rate_limited=self.gateway.rate_limits(principal.source),
         )
         self._call = ModelCall(self.gateway, request, self)
         await self._call.run()

@@ -35,6 +35,7 @@ from ..gateway.http_client import TLSSettings
 from ..gateway.traffic import recent_calls
 from ..store import Store, make_private_dir, sqlite_url
 from ..store.accountant import Accountant
+from ..store.notify import PoolListener
 from .events import EventHub
 from .instance import InstanceKeeper
 from .settings import Lumen
@@ -56,6 +57,7 @@ class LumenRuntime:
     gateway: Gateway | None = None
     demo: Any = None
     log: logging.Logger = field(default=log)
+    pool_listener: PoolListener | None = None
 
     async def read_pool(self, identity: Identity) -> Pool:
         """The pool tiles of ``identity``, read off the event loop (for the event stream)."""
@@ -68,8 +70,6 @@ class LumenRuntime:
         settings = GatewaySettings(
             upstream_timeout=s.upstream_timeout,
             upstream_connect_timeout=s.upstream_connect_timeout,
-            rate_limit_per_minute=s.rate_limit_per_minute,
-            rate_limit_sessions=s.rate_limit_sessions,
             max_request_bytes=s.max_request_bytes,
             health_interval=s.health_interval,
             tls=TLSSettings(
@@ -89,10 +89,19 @@ class LumenRuntime:
         return gateway
 
     def start_background(self) -> None:
-        """Health probes and heartbeats, once the event loop runs."""
+        """Health probes, heartbeats and, on PostgreSQL, the pool changes of other
+        processes (so a coin meter moves whichever process settled the call)."""
         if self.gateway is not None:
             self.gateway.start_background_tasks()
         self.instance_keeper.run_in_background(self.accountant, self.executor)
+        if self.store.dialect == "postgresql" and self.pool_listener is None:
+            events, service = self.events, self.service
+            self.pool_listener = PoolListener(
+                self.store.url,
+                lambda account: events.pool_changed(account, service.cached_account),
+                on_reconnect=lambda: events.publish("usage", {}, None),
+            )
+            self.pool_listener.start()
 
     async def close(self) -> None:
         """Release what was started, in order; never raises."""
@@ -110,6 +119,7 @@ class LumenRuntime:
 
 
 _STOPS: tuple[tuple[str, Callable[[Any], Any]], ...] = (
+    ("pool_listener", lambda listener: listener.stop()),
     ("gateway", lambda gateway: gateway.close()),
     ("instance_keeper", lambda keeper: keeper.stop()),
     ("demo", lambda demo: demo.stop()),
@@ -207,6 +217,8 @@ def start_runtime(
         secret,
         strict_billing=settings.billing_mode == "strict",
         default_output_cap=settings.default_max_output_tokens,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
+        rate_limit_sessions=settings.rate_limit_sessions,
     )
     keeper = InstanceKeeper(service, heartbeat_seconds=settings.heartbeat_interval)
     keeper.start(started_at)

@@ -36,6 +36,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 from . import schema
+from .notify import install_pool_trigger
 from .prepared import HotStatement
 
 Migration = Callable[[Connection], None]
@@ -162,6 +163,17 @@ def _add_key_limits(conn: Connection) -> None:
     _add_columns(conn, "lumen_requests", {"key_reserved_micro": "BIGINT NOT NULL DEFAULT 0"})
 
 
+def _add_key_time_index(conn: Connection) -> None:
+    """A key's rate limit reads its calls of the last minute from the log (every keyed
+    call, on every process): index the log by key and time, keyed calls only."""
+    conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_lumen_requests_key_time "
+            "ON lumen_requests (key_id, created_at) WHERE key_id IS NOT NULL"
+        )
+    )
+
+
 def _add_columns(conn: Connection, table: str, added: Mapping[str, str]) -> None:
     present = {column["name"] for column in inspect(conn).get_columns(table)}
     for name, ddl in added.items():
@@ -176,6 +188,8 @@ MIGRATIONS: Sequence[tuple[int, str, Migration]] = (
     (4, "instances, call caps and overruns", _add_instances),
     (5, "the request log by notebook, for usage by cell", _add_notebook_index),
     (6, "key budgets and expiry", _add_key_limits),
+    (7, "the request log by key, for rate limits across processes", _add_key_time_index),
+    (8, "pool changes notified to every process (PostgreSQL)", install_pool_trigger),
 )
 """Ordered, append-only.  Each runs once, in its own transaction, and is recorded."""
 

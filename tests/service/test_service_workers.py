@@ -7,6 +7,7 @@ upstream process, PostgreSQL, and the ``openai``-shaped HTTP calls of many clien
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -196,3 +197,39 @@ def _is_zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+def test_a_pool_change_in_another_process_reaches_an_event_stream_at_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The coin meter's stream is held by one worker; a grant made by another process
+    (the admin command) reaches it through PostgreSQL's notifications, well before the
+    streams' own 5-second re-read."""
+    with demo_upstream() as upstream, lumen_service(tmp_path / "svc", pg_url, upstream) as svc:
+        key = svc.admin("new-key", "ada", "meter", "--create")["key"]["key"]
+
+        async def watch() -> float:
+            headers = {"Authorization": f"Bearer {key}"}
+            async with (
+                httpx.AsyncClient(timeout=30) as http,
+                http.stream("GET", f"{svc.root}lumen/api/events", headers=headers) as events,
+            ):
+                assert events.status_code == 200
+                lines = events.aiter_lines()
+                first = await anext(_pool_balances(lines))
+                granted_at = time.monotonic()
+                await asyncio.to_thread(svc.admin, "grant", "ada", "5")
+                moved = await asyncio.wait_for(anext(_pool_balances(lines)), 10)
+                assert moved == first + 5_000_000
+                return time.monotonic() - granted_at
+
+        assert asyncio.run(watch()) < 2.0
+
+
+async def _pool_balances(lines: Any) -> Any:
+    kind = None
+    async for line in lines:
+        if line.startswith("event: "):
+            kind = line.removeprefix("event: ")
+        elif line.startswith("data: ") and kind == "pool":
+            yield json.loads(line.removeprefix("data: "))["balance"]["micro"]
