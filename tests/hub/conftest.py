@@ -3,7 +3,8 @@
 A hub, the proxy, PostgreSQL, the lumen service's two workers and two users' servers
 take about half a minute to start, so every test of this directory shares them.
 Without the npm configurable-http-proxy (``tests/run`` installs it) the tests are
-skipped, or fail under ``CI``.
+skipped, or fail under ``CI``.  ``LUMEN_HUB_KEEP=1`` keeps the hub's directory (its
+config, ``hub.log`` with every process's output, the users' homes) for a look afterwards.
 """
 
 from __future__ import annotations
@@ -36,4 +37,7 @@ def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
         assert stopped["lumen_left"] == [], stopped
         assert stopped["ports_busy"] == [], stopped
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("LUMEN_HUB_KEEP"):
+            print(f"\nthe hub's directory is kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
