@@ -439,8 +439,8 @@ def lumen_yaml(upstream: str, slow_upstream: str, provider_key: str) -> dict[str
     return {
         "models": [
             model("demo-pro", upstream, 50),
-            model("demo-dear", upstream, 100_000),
-            model("demo-slow", slow_upstream, 100_000),
+            model("demo-dear", slow_upstream, 100_000),  # 150 ms each: calls overlap
+            model("demo-slow", slow_upstream, 50),  # 40 ms between chunks
         ],
         "defaults": {
             "models": "allowed",
@@ -551,7 +551,7 @@ def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
     with (
         service_database(postgres) as database,
         demo_upstream() as upstream,
-        demo_upstream(chunk_delay_ms=40) as slow_upstream,
+        demo_upstream(chunk_delay_ms=40, latency_ms=150) as slow_upstream,
     ):
         provider_key = PROVIDER_KEY_PREFIX + root.name
         write_private(

@@ -50,12 +50,12 @@ def drain(proc: subprocess.Popen[str]) -> list[str]:
 
 
 @contextmanager
-def demo_upstream(chunk_delay_ms: float = 0.0) -> Iterator[str]:
+def demo_upstream(chunk_delay_ms: float = 0.0, latency_ms: float = 0.0) -> Iterator[str]:
     """A demo backend process; yields its ``/v1`` URL."""
     proc = subprocess.Popen(
         [
             *(sys.executable, "-m", "lumen_jupyter.demo.backend", "--port", "0"),
-            *("--chunk-delay-ms", str(chunk_delay_ms)),
+            *("--chunk-delay-ms", str(chunk_delay_ms), "--latency-ms", str(latency_ms)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
