@@ -395,7 +395,11 @@ def test_concurrent_calls_on_both_workers_never_overspend(hub: Hub, alice: User)
     """60 dear calls at once, half through alice's server and half with her key through
     the proxy: some are refused, the balance never goes below zero, the books add up,
     and both workers served them."""
+    current = hub.balance("alice") or 0
+    topped_up = 120 * COIN  # enough for about half the calls: each reserves ~5 coins
+    hub.lumen_admin("grant", user="alice", coins=str((topped_up - current) / COIN))
     start = hub.balance("alice")
+    assert start == topped_up
     first_row = len(books(hub, "alice")["rows"])
     lanes = [alice.lanes["API token via server"], alice.lanes["personal key"]]
 
