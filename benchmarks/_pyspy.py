@@ -17,7 +17,14 @@ import _harness as h
 from _gateways import Target, body, loadgen
 
 
-def profile_lumen(lumen: Target, seconds: float, cpus: str | None, out_dir: Path) -> dict[str, Any]:
+def profile_lumen(
+    lumen: Target, seconds: float, cpus: str | None, out_dir: Path, name: str = "py-spy"
+) -> dict[str, Any]:
+    """py-spy (GIL holders, every thread) on ``lumen`` while it serves calls at c=16.
+
+    The collapsed stacks are kept as ``benchmarks/results/<name>-<utc>.txt``; the
+    answer says how many calls were answered meanwhile (``calls_while_profiled``),
+    also when py-spy failed."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         return {"error": "py-spy not installed (pip install py-spy)"}
@@ -45,17 +52,21 @@ def profile_lumen(lumen: Target, seconds: float, cpus: str | None, out_dir: Path
     )
     time.sleep(0.5)
     load = loadgen(lumen.spec(body=body(), concurrency=16, duration=seconds - 1.5, warmup=50), cpus)
+    calls = int(load.get("total_ok") or 0)
     try:
         _out, err = prof.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         prof.kill()
-        return {"error": "py-spy did not finish"}
+        return {"error": "py-spy did not finish", "calls_while_profiled": calls}
     if prof.returncode != 0 or not raw.exists():
-        return {"error": f"py-spy failed: {err.decode(errors='replace')[-500:]}"}
+        failure = f"py-spy failed: {err.decode(errors='replace')[-500:]}"
+        return {"error": failure, "calls_while_profiled": calls}
     report = summarize_profile(raw.read_text())
     h.RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(raw, h.RESULTS / f"py-spy-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.txt")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    shutil.copy(raw, h.RESULTS / f"{name}-{stamp}.txt")
     report["rps_while_profiled"] = load["rps"]
+    report["calls_while_profiled"] = calls
     return report
 
 
