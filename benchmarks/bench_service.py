@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The standalone service against the floor, the extension and LiteLLM, in one run.
 
-    python benchmarks/bench_service.py                   # ~4-6 min on 2 cores
+    python benchmarks/bench_service.py                   # ~5-6 min on 2 cores
 
 One demo backend (``python -m lumen_jupyter.demo.backend``) is the upstream of
 every target; all targets are started first and idle while another is measured,
@@ -405,9 +405,9 @@ def print_summary(results: dict[str, Any]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--n1", type=int, default=300, help="requests at concurrency 1")
+    parser.add_argument("--n1", type=int, default=250, help="requests at concurrency 1")
     parser.add_argument("--duration", type=float, default=2.5, help="seconds at concurrency 16")
-    parser.add_argument("--ttft-n", type=int, default=100, help="streamed requests per round")
+    parser.add_argument("--ttft-n", type=int, default=80, help="streamed requests per round")
     parser.add_argument("--litellm", default="auto", help="auto, off, or the litellm binary")
     parser.add_argument("--postgres", default="auto", choices=("auto", "off"))
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
