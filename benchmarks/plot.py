@@ -120,7 +120,12 @@ def plot_service(data: dict, out: Path) -> None:
         ax.set_xticks(list(xs))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         if log:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_yscale("log")
+            ax.set_ylim(bottom=0.1)
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(title, fontsize=10)
     if "bare proxy" in summary:
         left.axhline(
