@@ -77,9 +77,9 @@ class ServiceAuthenticator:
         owner = service.known_key_owner(token) if handler.key_checked_on_admission else None
         if owner is None:
             owner = await handler.run(service.key_owner, token)
-        username = (
-            None if owner is None else await handler.run(service.username_of, owner.account_id)
-        )
+        username = None if owner is None else service.cached_username(owner.account_id)
+        if owner is not None and username is None:
+            username = await handler.run(service.username_of, owner.account_id)
         if owner is None or username is None:
             raise AuthenticationFailed(
                 "Invalid API key: it is unknown or has been revoked", code="invalid_api_key"
