@@ -23,17 +23,19 @@ import hmac
 import html
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from tornado import web
 
 from ..core.errors import LumenError
-from ..widgets._assets import STATIC
 from .hub_auth import XSRF_HEADER, HubSessions
 from .rights import rights_from_scopes
 from .routes import Routes
 
+STATIC = Path(__file__).resolve().parents[1] / "widgets" / "static"
+"""Where the front-end build puts the bundles (``labextension/scripts/bundle-widget.mjs``)."""
 STATE_MINUTES = 10
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -205,6 +207,7 @@ def _document(title: str, body: str) -> str:
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(title)}</title>"
+        '<link rel="icon" href="data:,">'
         '<link rel="stylesheet" href="static/profile.css">'
         '<link rel="stylesheet" href="static/admin.css">'
         f"</head><body>{body}</body></html>"

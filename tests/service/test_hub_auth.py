@@ -2,7 +2,8 @@
 
 The standalone service runs in this process (``tests/hosts/standalone.py``) with the
 environment JupyterHub gives a managed service, pointed at a fake hub
-(``fake_hub.py``) that answers what a real one does.  The hub's users:
+(``fake_hub.py``) that answers what a real one does.  The hub's users
+(``hub_setup.py``):
 
 * alice, in hub group ``class-a``; erin, in ``class-b``;
 * bob, who may grant to ``class-a`` (``custom:lumen:grant!group=class-a``);
@@ -25,33 +26,23 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-import yaml
-from traitlets.config import Config
 
 from lumen_jupyter.core.accounts import Identity
 from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.server.runtime import LumenRuntime
 from lumen_jupyter.service.app import LumenServe
-from lumen_jupyter.store import sqlite_url
 from tests.hosts.standalone import served, serving
 from tests.service.fake_hub import ACCESS, LOGIN_COOKIE, FakeHub
+from tests.service.hub_setup import ADMIN_SCOPE, GRANT_CLASS_A, PREFIX, lumen_config, populate
 
-PREFIX = "/services/lumen/"
 CACHE_SECONDS = 1.0
-ADMIN_SCOPE = "custom:lumen:admin"
-GRANT_CLASS_A = "custom:lumen:grant!group=class-a"
 MESSAGES = [{"role": "user", "content": "Say something short"}]
 
 
 @pytest.fixture
 def fake_hub(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[FakeHub]:
-    hub = FakeHub(page_limit=2)  # three groups: the group list comes in two pages
-    hub.add_user("alice", {"class-a"}, user_info={"name": "Alice Liddell"})
-    hub.add_user("bob", {"teachers"}, scopes={GRANT_CLASS_A})
-    hub.add_user("carol", admin=True, scopes={ADMIN_SCOPE})
-    hub.add_user("dave", admin=True)
-    hub.add_user("erin", {"class-b"})
+    hub = populate(FakeHub(page_limit=2))  # three groups: the group list comes in two pages
     hub.start()
     yield hub
     jp_asyncio_loop.run_until_complete(hub.stop())
@@ -63,31 +54,6 @@ def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
     jp_asyncio_loop.run_until_complete(backend.start())
     yield backend
     jp_asyncio_loop.run_until_complete(backend.stop())
-
-
-def lumen_config(tmp_path: Path, demo: DemoBackend) -> Config:
-    path = tmp_path / "lumen.yaml"
-    model = {
-        "name": "demo-pro",
-        "input_cost_per_million": 50,
-        "output_cost_per_million": 150,
-        "endpoints": [{"url": demo.base_url, "model": "demo-pro"}],
-    }
-    yaml_text = {
-        "models": [model],
-        "defaults": {"models": "allowed", "tokens": {"max": 20, "starting": 20}},
-        "groups": {"staff": {"tokens": {"max": 500, "starting": 500}}},
-    }
-    path.write_text(yaml.safe_dump(yaml_text), encoding="utf-8")
-    config = Config()
-    config.Lumen.database_url = sqlite_url(tmp_path / "lumen.db")
-    config.Lumen.config_file = str(path)
-    config.Lumen.demo_backend = "off"
-    config.Lumen.health_interval = 0.0
-    config.Lumen.secret_file = str(tmp_path / "secret")
-    config.LumenServe.admin_token_file = str(tmp_path / "admin" / "token")
-    config.LumenServe.hub_cache_seconds = CACHE_SECONDS
-    return config
 
 
 @dataclass
@@ -139,7 +105,7 @@ def service(
 ) -> Iterator[Service]:
     for name, value in fake_hub.environ(PREFIX).items():
         monkeypatch.setenv(name, value)
-    app = LumenServe(config=lumen_config(tmp_path, demo))
+    app = LumenServe(config=lumen_config(tmp_path, demo.base_url, CACHE_SECONDS))
     assert app.hub_mode()
     http = httpx.AsyncClient(timeout=30)
     with serving(app, jp_asyncio_loop) as (port, runtime):
@@ -439,7 +405,7 @@ async def test_a_login_started_on_one_worker_finishes_on_another(
 ) -> None:
     """Workers share nothing in memory: the OAuth state is in a signed cookie and the
     PKCE verifier is derived from it, under the service's secret."""
-    other = LumenServe(config=lumen_config(tmp_path, demo))
+    other = LumenServe(config=lumen_config(tmp_path, demo.base_url, CACHE_SECONDS))
     async with httpx.AsyncClient(timeout=30) as browser:
         browser.cookies.set(LOGIN_COOKIE, "carol")
         first = await browser.get(f"{service.root}admin/")
