@@ -280,6 +280,17 @@ class HubClient:
             raise HubUnavailable("The hub could not be reached to check who is calling") from None
 
     def _json(self, status: int, body: bytes, what: str) -> Any:
+        if status in (401, 403) and what != "oauth2/token":
+            log.error(
+                "lumen: the hub refused the service's own token for %s (%d): give the "
+                "service a role with the scopes read:users, read:groups and list:groups",
+                what,
+                status,
+            )
+            raise HubUnavailable(
+                f"The hub does not let this service read {what.split('/')[0]} "
+                "(its role needs read:users, read:groups and list:groups)"
+            )
         if status != 200:
             log.warning("lumen: the hub answered %s with %d: %.200r", what, status, body)
             raise HubUnavailable(f"The hub answered {status} when asked for {what}")

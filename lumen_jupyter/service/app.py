@@ -183,6 +183,14 @@ class LumenServe(Lumen, JupyterApp):
             self.workers,
             "" if self.workers == 1 else "s",
         )
+        if self.hub_mode():
+            self.log.info(
+                "lumen: callers are identified by the hub at %s (answers kept %gs); "
+                "admin page at %sadmin/",
+                os.environ["JUPYTERHUB_API_URL"],
+                self.hub_cache_seconds,
+                self.prefix,
+            )
         print(f"lumen: listening on port {port}", flush=True)
         code = self.serve(sockets, 0) if self.workers == 1 else self._serve_forked(sockets)
         sys.exit(code)

@@ -422,3 +422,29 @@ async def test_a_login_started_on_one_worker_finishes_on_another(
         # and the cookie set by the second worker is good on the first
         again = await browser.get(f"{service.root}admin/")
         assert again.status_code == 200
+
+
+async def test_a_service_without_its_hub_role_says_which_scopes_it_needs(
+    service: Service,
+) -> None:
+    await use(service, "alice")
+    service.hub.service_token = "another-token"  # the service's own token no longer reads users
+    answer = await service.admin("GET", "users")
+    assert answer.status_code == 503
+    assert "read:users, read:groups and list:groups" in answer.json()["error"]["message"]
+
+
+def test_hub_mode_follows_the_environment_unless_forced(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert not LumenServe().hub_mode()
+    assert LumenServe(hub_auth="on").hub_mode()  # and start() refuses without the hub's variables
+    for name, value in fake_hub.environ(PREFIX).items():
+        monkeypatch.setenv(name, value)
+    assert LumenServe().hub_mode()
+    assert not LumenServe(hub_auth="off").hub_mode()
+    replaced = LumenServe()
+    replaced.session_authenticator = object()  # type: ignore[assignment]
+    assert not replaced.hub_mode()
