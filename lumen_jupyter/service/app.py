@@ -259,9 +259,13 @@ class LumenServe(Lumen, JupyterApp):
 
     def routes(self) -> Routes:
         prefix = self.prefix
+        # The same routes as a user's server (<prefix>lumen/v1), and the short form a
+        # service's users expect (https://hub/services/lumen/v1).
         return [
             *lumen_routes(f"{prefix}lumen"),
             *admin_routes(f"{prefix}lumen/api/admin"),
+            *lumen_routes(prefix.rstrip("/")),
+            *admin_routes(f"{prefix}api/admin"),
             *ops_routes(prefix),
             *(admin_page_routes(prefix) if self.hub_mode() else []),
         ]
