@@ -355,6 +355,23 @@ class Postgres:
     def sqlalchemy_url(self) -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{self.dbname}"
 
+    def url_of(self, dbname: str) -> str:
+        """The SQLAlchemy URL of another database on this server (made if missing)."""
+        import psycopg
+
+        with psycopg.connect(
+            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
+        ) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if found.fetchone() is None:
+                conn.execute(f'CREATE DATABASE "{dbname}"')
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    @property
+    def pid(self) -> int:
+        """The postmaster's pid (its descendants are the backends)."""
+        return int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+
     def stop(self) -> None:
         if self._stopped:
             return
@@ -369,8 +386,10 @@ class Postgres:
         )
 
 
-def start_postgres(settings: dict[str, str] | None = None) -> Postgres:
-    """initdb + pg_ctl start as the ``postgres`` user; server defaults unless ``settings``."""
+def start_postgres(settings: dict[str, str] | None = None, cpus: str | None = None) -> Postgres:
+    """initdb + pg_ctl start as the ``postgres`` user; server defaults unless ``settings``.
+
+    ``cpus`` pins the server (and so every backend it forks) with taskset."""
     root = temp_dir("lumen-bench-pg-")
     if os.geteuid() == 0:
         entry = pwd.getpwnam("postgres")
@@ -386,8 +405,10 @@ def start_postgres(settings: dict[str, str] | None = None) -> Postgres:
     for _ in range(3):
         port = free_port()
         opts = " ".join([f"-p {port}", f"-k {root}", "-c listen_addresses=127.0.0.1", *options])
+        pin = ["taskset", "-c", cpus] if cpus is not None and shutil.which("taskset") else []
         done = subprocess.run(
-            _as_postgres(
+            pin
+            + _as_postgres(
                 [
                     str(PG_BIN / "pg_ctl"),
                     "-D",

@@ -277,6 +277,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "bytes": bytes_total,
         "latency_ms": _summary(latencies),
         "ttfb_ms": _summary(ttfbs),
+        "loadgen_cpu_s": round(time.process_time(), 3),  # this process, start-up included
     }
     if want_token:
         result["ttft_ms"] = _summary(ttfts)

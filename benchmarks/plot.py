@@ -3,8 +3,9 @@
 
     python benchmarks/plot.py        # needs matplotlib (pip install matplotlib)
 
-Reads ``benchmarks/results/{profile_api,gateway}-latest.json`` (whichever exist)
-and writes ``docs/benchmarks-profile-api.png`` and ``docs/benchmarks-gateway.png``.
+Reads ``benchmarks/results/{profile_api,gateway,service}-latest.json`` (whichever
+exist) and writes ``docs/benchmarks-profile-api.png``, ``docs/benchmarks-gateway.png``
+and ``docs/benchmarks-service.png``.
 """
 
 from __future__ import annotations
@@ -96,6 +97,60 @@ def plot_gateway(data: dict, out: Path) -> None:
     plt.close(fig)
 
 
+def plot_service(data: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    summary = data["summary"]
+    names = [n for n in summary if n != "direct"]
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(13, 4.2))
+    xs = range(len(names))
+    for ax, key, title, log in (
+        (left, "rps_c16", "Requests/s at c=16 (higher is better)", False),
+        (mid, "added_p50_c1_ms", "Added p50 at c=1, ms (lower is better)", True),
+        (right, "cpu_ms_per_request_c16", "Host CPU ms per call at c=16 (lower is better)", True),
+    ):
+        values = [max(0.01, summary[n].get(key) or 0) for n in names]
+        ax.bar(
+            xs, values, color=["#888" if n in ("bare proxy", "litellm") else "C0" for n in names]
+        )
+        if key == "cpu_ms_per_request_c16":
+            db = [summary[n].get("db_cpu_ms_per_request_c16") or 0 for n in names]
+            ax.bar(xs, db, bottom=values, color="C1", label="+ PostgreSQL")
+            ax.legend(fontsize=8)
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+        if log:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_yscale("log")
+            ax.set_ylim(bottom=0.1)
+            ax.yaxis.set_major_formatter(ScalarFormatter())
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(title, fontsize=10)
+    if "bare proxy" in summary:
+        left.axhline(
+            0.85 * summary["bare proxy"]["rps_c16"],
+            color="red",
+            linestyle="dashed",
+            label="85 % of the bare proxy",
+        )
+        mid.axhline(
+            summary["bare proxy"]["added_p50_c1_ms"] + 0.3,
+            color="red",
+            linestyle="dashed",
+            label="bare proxy + 0.3 ms",
+        )
+        left.legend(fontsize=8)
+        mid.legend(fontsize=8)
+    fig.suptitle(
+        f"The standalone service and its peers, same upstream, same run "
+        f"({data['machine']['date'][:10]}, load {data['machine']['loadavg_at_start'][0]:.1f})"
+    )
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     try:
         import matplotlib
@@ -113,6 +168,10 @@ def main() -> None:
     if gateway.exists():
         plot_gateway(json.loads(gateway.read_text()), DOCS / "benchmarks-gateway.png")
         done.append("docs/benchmarks-gateway.png")
+    service = HERE / "results" / "service-latest.json"
+    if service.exists():
+        plot_service(json.loads(service.read_text()), DOCS / "benchmarks-service.png")
+        done.append("docs/benchmarks-service.png")
     print("wrote", ", ".join(done) or "nothing (no results yet)")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the Markdown tables of docs/benchmarks.md from results JSON files.
 
-python benchmarks/report.py                      # the -latest.json of both benchmarks
+python benchmarks/report.py                      # the -latest.json of each benchmark
 python benchmarks/report.py results/gateway-20261127T033254Z.json ...
 """
 
@@ -191,6 +191,57 @@ def gateway_tables(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def service_tables(data: dict[str, Any]) -> str:
+    """The standalone service against the floor, the extension and LiteLLM."""
+    out = [f"Run: {machine(data)}", ""]
+    pins = data["machine"]["pinning"]
+    if isinstance(pins, dict):
+        out.append("Pinning: " + "; ".join(f"{who}: CPU {cpus}" for who, cpus in pins.items()))
+        out.append("")
+    s = data["summary"]
+    out.append(
+        "| target | CPUs | added p50 c=1 | added p99 c=1 | added TTFT p50 | req/s c=16 "
+        "| CPU ms/call c=16 (host) | PostgreSQL ms/call | req/s per core (1000/CPU) "
+        "| busy: host cores / others |"
+    )
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in s.items():
+        cpu = r.get("cpu_ms_per_request_c16")
+        db = r.get("db_cpu_ms_per_request_c16")
+        out.append(
+            f"| {data['hosts'][name]['label']} | {data['hosts'][name]['cpus']} "
+            f"| {r['added_p50_c1_ms']:.2f} | {r['added_p99_c1_ms']:.2f} "
+            f"| {r['added_ttft_p50_ms']:.2f} | {r['rps_c16']:,.0f} "
+            f"| {'' if cpu is None else f'{cpu:.3f}'} | {'' if db is None else f'{db:.3f}'} "
+            f"| {r.get('capacity_rps_per_core_c16', '')} "
+            f"| {r.get('host_cpu_busy_c16', '')} / {r['aux_cpu_busy_c16']} |"
+        )
+    out.append("")
+    out.append("Per round (added p50 at c=1, ms; req/s at c=16):")
+    for name, r in s.items():
+        if name != "direct":
+            out.append(f"- {name}: {r['added_p50_c1_ms_rounds']}; {r['rps_c16_rounds']}")
+    out.append("")
+    for key, v in data["verdicts"].items():
+        extra = {k: x for k, x in v.items() if k not in ("value", "target", "met", "rounds")}
+        if "rounds" in v:
+            extra["per round"] = v["rounds"]
+        out.append(
+            f"- {key}: {v['value']} (target {v['target']}): "
+            f"{'met' if v['met'] else 'missed'}{f' {extra}' if extra else ''}"
+        )
+    accounting = data.get("accounting", {})
+    if accounting:
+        out.append(
+            "- accounting: "
+            + "; ".join(
+                f"{n} {a['counted_on_key']:,} of {a['answered_2xx']:,} answered calls counted"
+                for n, a in accounting.items()
+            )
+        )
+    return "\n".join(out)
+
+
 def _gc(loop: dict[str, Any]) -> str:
     pauses = loop.get("gc_max_pause_ms")
     if not pauses:
@@ -202,6 +253,7 @@ def main() -> None:
     paths = [Path(a) for a in sys.argv[1:]] or [
         HERE / "results" / "profile_api-latest.json",
         HERE / "results" / "gateway-latest.json",
+        HERE / "results" / "service-latest.json",
     ]
     for path in paths:
         if not path.exists():
@@ -210,6 +262,8 @@ def main() -> None:
         print(f"<!-- from {path.name} -->")
         if data["benchmark"] == "profile_api":
             print(profile_tables(data))
+        elif data["benchmark"] == "service":
+            print(service_tables(data))
         else:
             print(gateway_tables(data))
         print()

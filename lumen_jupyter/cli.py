@@ -20,9 +20,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, NoReturn
@@ -71,6 +71,9 @@ class Admin:
 
     store: Store
     service: LumenService
+    groups: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    """Users' groups known besides the YAML's memberships (a hub's, when the service
+    runs the command); pools and model rules follow them."""
 
     def identity(self, username: str, *, create: bool = False) -> Identity:
         """The user, who must have an account unless ``create``."""
@@ -82,7 +85,9 @@ class Admin:
         self.service.account(username)
         # Groups granted by a server's own ``c.LumenJupyter.groups`` are unknown here;
         # memberships written in the YAML configuration apply.
-        return Identity(username=username, display_name=username)
+        return Identity(
+            username=username, display_name=username, groups=self.groups.get(username, frozenset())
+        )
 
 
 Output = tuple[Any, str]
@@ -375,7 +380,10 @@ def list_users(admin: Admin) -> list[dict[str, Any]]:
     result = []
     with admin.store.read() as conn:
         for row in conn.execute(query).all():
-            who = Identity(username=str(row.username), display_name=str(row.username))
+            name = str(row.username)
+            who = Identity(
+                username=name, display_name=name, groups=admin.groups.get(name, frozenset())
+            )
             resolved = service.resolve_pool(conn, who, int(row.id))
             entry: dict[str, Any] = {
                 "username": who.username,

@@ -29,9 +29,10 @@ SLOW_PATHS = (
     "tests/kernel/test_notebooks.py",  # whole notebooks through nbclient
     "tests/widgets/test_frontend.py",  # node: the TypeScript compiler and tests
 )
-SLOW_FIXTURES = frozenset({"server", "fresh_server"})
+SLOW_FIXTURES = frozenset({"server", "fresh_server", "client_python"})
 """A Jupyter server in a subprocess, with kernels it starts (tests/kernel); modules that
-start their own with ``tests.kernel.server.start_server`` are slow as a whole."""
+start their own with ``tests.kernel.server.start_server`` are slow as a whole; the
+environment of the third-party clients (tests/clients)."""
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -643,6 +643,10 @@ class LumenService:
         with self.store.read() as conn:
             return account_id(conn, username)
 
+    def cached_username(self, account: int) -> str | None:
+        """The user of an account if :meth:`username_of` already knows it (no database work)."""
+        return self._usernames.get(account)
+
     def username_of(self, account: int) -> str | None:
         """The user an account belongs to (a personal key names only its account)."""
         known = self._usernames.get(account)

@@ -354,6 +354,10 @@ class HttpClient:
                 limit=self.max_connections,
                 keepalive_timeout=self.keepalive_seconds,
                 ttl_dns_cache=60,
+                # The system's resolver in a thread, whatever else is installed (with
+                # aiodns present aiohttp would pick c-ares, whose channel holds sockets
+                # of its own and resolves /etc/hosts differently).
+                resolver=aiohttp.ThreadedResolver(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,

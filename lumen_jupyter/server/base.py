@@ -29,6 +29,7 @@ from ..core.accounts import Identity
 from ..core.errors import BadRequest, LumenError, PayloadTooLarge
 from ..core.redact import redact_uri
 from ..core.service import LumenService
+from .rights import NO_RIGHTS, Rights
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -43,6 +44,8 @@ class Principal:
     account_id: int
     source: str  # session | kernel | api | admin
     key_id: int | None = None
+    rights: Rights = NO_RIGHTS
+    """Rights over other users' accounts (``api/admin/*``), from a hub token's scopes."""
 
 
 class Authenticator(Protocol):

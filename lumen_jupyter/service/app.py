@@ -7,6 +7,11 @@ environment) and the same YAML.  It serves many users: each caller is who its
 credential says (see :mod:`lumen_jupyter.server.service_auth`).  With
 ``--workers N`` a parent process forks N workers on one port; they share the
 pools through PostgreSQL.
+
+Run by JupyterHub as a managed service (``JUPYTERHUB_API_TOKEN`` and
+``JUPYTERHUB_API_URL`` in its environment), it takes every caller's identity from
+the hub (:mod:`lumen_jupyter.server.hub_auth`) and serves the admin page at
+``<prefix>admin/`` with the hub's login; ``--hub-auth on|off`` forces either way.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from sqlalchemy.engine import make_url
 from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Float, Int, Unicode, default, validate
+from traitlets import Enum, Float, Int, Unicode, default, validate
 
 from .._version import __version__
 from ..core.redact import redact_uri
 from ..server.admin import admin_routes
+from ..server.admin_page import admin_page_routes
+from ..server.hub_auth import HubSessions, HubSettings, hub_environment
 from ..server.ops import ops_routes
 from ..server.routes import Routes, lumen_routes
 from ..server.runtime import LumenRuntime, database_url, start_runtime
@@ -60,6 +67,8 @@ class LumenServe(Lumen, JupyterApp):
         "prefix": "LumenServe.prefix",
         "workers": "LumenServe.workers",
         "admin-token-file": "LumenServe.admin_token_file",
+        "hub-auth": "LumenServe.hub_auth",
+        "hub-cache-seconds": "LumenServe.hub_cache_seconds",
         "database-url": "Lumen.database_url",
         "lumen-config": "Lumen.config_file",
         "secret-file": "Lumen.secret_file",
@@ -93,8 +102,31 @@ class LumenServe(Lumen, JupyterApp):
         10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
     )
 
+    hub_auth = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        config=True,
+        help="Identify callers through JupyterHub (their hub tokens and the admin page's "
+        "login). auto: when run as a hub service (JUPYTERHUB_API_TOKEN and "
+        "JUPYTERHUB_API_URL are set).",
+    )
+    hub_cache_seconds = Float(
+        60.0,
+        config=True,
+        help="Seconds the hub's answers (a token's owner, groups and scopes) are kept: "
+        "how long a group change or a revoked token may take to reach lumen.",
+    )
+
     session_authenticator: SessionAuthenticator | None = None
-    """Who a caller without a lumen credential is (JupyterHub's, in a hub deployment)."""
+    """Who a caller without a lumen credential is; set, it replaces the hub's."""
+    hub: HubSessions | None = None
+    """The hub's sessions and directory of this worker, in hub mode."""
+
+    def hub_mode(self) -> bool:
+        """Whether callers are identified by the hub."""
+        if self.session_authenticator is not None or self.hub_auth == "off":
+            return False
+        return self.hub_auth == "on" or hub_environment(os.environ)
 
     @default("config_file_name")
     def _default_config_file_name(self) -> str:
@@ -134,6 +166,12 @@ class LumenServe(Lumen, JupyterApp):
             )
             self.exit(2)
         load_or_create_admin_token(self.admin_token_path())  # before forking: one file
+        if self.hub_mode() and not hub_environment(os.environ):
+            self.log.critical(
+                "lumen: --hub-auth on needs JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN "
+                "(the hub sets them for a service it manages)"
+            )
+            self.exit(2)
         sockets = bind_sockets(self.port, self.ip)
         port = sockets[0].getsockname()[1]
         self.log.info(
@@ -145,6 +183,14 @@ class LumenServe(Lumen, JupyterApp):
             self.workers,
             "" if self.workers == 1 else "s",
         )
+        if self.hub_mode():
+            self.log.info(
+                "lumen: callers are identified by the hub at %s (answers kept %gs); "
+                "admin page at %sadmin/",
+                os.environ["JUPYTERHUB_API_URL"],
+                self.hub_cache_seconds,
+                self.prefix,
+            )
         print(f"lumen: listening on port {port}", flush=True)
         code = self.serve(sockets, 0) if self.workers == 1 else self._serve_forked(sockets)
         sys.exit(code)
@@ -186,6 +232,8 @@ class LumenServe(Lumen, JupyterApp):
         await self._drain(runtime)
         await asyncio.wait_for(server.close_all_connections(), self.shutdown_grace)
         await runtime.close()
+        if self.hub is not None:
+            await self.hub.close()
         return 0
 
     def start_server(self, sockets: list[Any]) -> tuple[LumenRuntime, HTTPServer]:
@@ -211,13 +259,24 @@ class LumenServe(Lumen, JupyterApp):
 
     def routes(self) -> Routes:
         prefix = self.prefix
+        # The same routes as a user's server (<prefix>lumen/v1), and the short form a
+        # service's users expect (https://hub/services/lumen/v1).
         return [
             *lumen_routes(f"{prefix}lumen"),
             *admin_routes(f"{prefix}lumen/api/admin"),
+            *lumen_routes(prefix.rstrip("/")),
+            *admin_routes(f"{prefix}api/admin"),
             *ops_routes(prefix),
+            *(admin_page_routes(prefix) if self.hub_mode() else []),
         ]
 
     def tornado_settings(self, runtime: LumenRuntime) -> dict[str, Any]:
+        sessions = self.session_authenticator
+        hub_settings: dict[str, Any] = {}
+        if self.hub_mode():
+            settings = HubSettings.from_environ(self.prefix, self.hub_cache_seconds)
+            self.hub = sessions = HubSessions(settings, runtime.service.secret)
+            hub_settings = self.hub.tornado_settings()
         return {
             "lumen_service": runtime.service,
             "lumen_executor": runtime.executor,
@@ -225,11 +284,12 @@ class LumenServe(Lumen, JupyterApp):
             "lumen_events": runtime.events,
             "lumen_gateway": runtime.gateway,
             "lumen_authenticator": ServiceAuthenticator(
-                load_or_create_admin_token(self.admin_token_path()), self.session_authenticator
+                load_or_create_admin_token(self.admin_token_path()), sessions, self.hub
             ),
             "lumen_max_body_bytes": self.max_body_bytes,
             "lumen_base_url": self.prefix,
             "log_function": log_request,
+            **hub_settings,
         }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.service.app import LumenServe
 from lumen_jupyter.store.schema import accounts, requests_log
 from tests.contract import check_response
+from tests.hosts.standalone import serving
 
 SESSION_PREFIX = "session-of-"
 POOL = {"max": 20, "refresh": 1, "starting": 20}
@@ -220,28 +220,11 @@ def standalone_host(
     config.LumenServe.admin_token_file = str(tmp_path / "admin" / "token")
     app = LumenServe(config=config)
     app.session_authenticator = NamedSessions()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-
-    async def start() -> Any:
-        return app.start_server([sock])
-
-    runtime, server = loop.run_until_complete(start())
-
-    async def stop() -> None:
-        server.stop()
-        await server.close_all_connections()
-        await runtime.close()
-
-    try:
+    with serving(app, loop) as (port, runtime):
         yield Host(
             "standalone",
-            f"http://127.0.0.1:{sock.getsockname()[1]}/services/lumen/",
+            f"http://127.0.0.1:{port}/services/lumen/",
             {"Authorization": f"Bearer {SESSION_PREFIX}ada"},
             runtime.service,
             http,
         )
-    finally:
-        loop.run_until_complete(stop())

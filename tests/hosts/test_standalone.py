@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from lumen_jupyter.server.service_auth import load_or_create_admin_token
@@ -176,3 +177,14 @@ def test_serve_says_how_to_use_it() -> None:
     assert shown.returncode == 0, shown.stderr
     for option in ("--workers", "--database-url", "--prefix", "--admin-token-file"):
         assert option in shown.stdout
+
+
+async def test_the_model_api_also_answers_right_under_the_prefix(host: Any) -> None:
+    """``https://hub/services/lumen/v1`` as well as ``…/services/lumen/lumen/v1``."""
+    _, key = await host.key()
+    short = openai.AsyncOpenAI(base_url=f"{host.root}v1", api_key=key, max_retries=0)
+    answer = await short.chat.completions.create(model="demo-free", messages=MESSAGES, max_tokens=3)
+    assert answer.choices
+    profile = await host.http.get(f"{host.root}api/profile", headers=host.session)
+    assert profile.status_code == 200 and profile.json()["user"]["username"] == "ada"
+    await host.settled()

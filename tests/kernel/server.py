@@ -125,13 +125,19 @@ def start_server(
     jupyter_config: dict[str, Any] | None = None,
     db_path: Path | None = None,
     ready_status: int = 200,
+    python: str | Path = sys.executable,
+    extensions: dict[str, bool] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> JupyterServer:
     """Start ``jupyter server`` with the extension on the embedded default (or a YAML file).
 
     ``kernel_config`` becomes the kernels' ``ipython_kernel_config.py``;
     ``lumen_settings`` are more ``LumenJupyter`` traits; ``jupyter_config`` more
     sections of the server's configuration (``{"KernelRestarter": {...}}``); ``db_path``
-    shares another server's database (default: one in ``workdir``).
+    shares another server's database (default: one in ``workdir``); ``python`` runs the
+    server (and so its kernels) from another environment; ``extensions`` turns more
+    server extensions on or off; ``extra_env`` adds to the server's (and its kernels')
+    environment.
     """
     for name in ("config", "data", "runtime", "ipython/profile_default", "root"):
         (workdir / name).mkdir(parents=True, exist_ok=True)
@@ -164,6 +170,7 @@ def start_server(
                 "notebook_shim": False,
                 "notebook": False,
                 "jupyter_server_terminals": False,
+                **(extensions or {}),
             },
             "ip": "127.0.0.1",
             "port": port,
@@ -193,10 +200,11 @@ def start_server(
             "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p),
         }
     )
+    env.update(extra_env or {})
     log_path = workdir / "server.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_server"],
+            [str(python), "-m", "jupyter_server"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
