@@ -206,11 +206,13 @@ class Hub:
 
     @property
     def lumen_url(self) -> str:
-        """Where the service's ``api/`` and ``v1/`` start, through the proxy."""
-        return f"{self.service_url}lumen/"
+        """Where the service's ``api/`` and ``v1/`` start, through the proxy (the short
+        form, ``https://hub/services/lumen/v1``, that scripts are told to use)."""
+        return self.service_url
 
     @property
     def lumen_direct(self) -> str:
+        """The same routes on the service's own port, as users' servers call them."""
         return f"{self.service_direct}lumen/"
 
     def user_url(self, user: str, path: str = "") -> str:

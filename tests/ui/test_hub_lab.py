@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -74,13 +73,11 @@ def micro(page: Page) -> int:
 
 
 def grant_on_admin_page(page: Page, user: str, coins: int) -> None:
-    """carol's admin page: find the user's row, grant, confirm."""
-    row = page.get_by_role("row", name=re.compile(rf"\b{re.escape(user)}\b"))
-    expect(row).to_be_visible(timeout=30_000)
-    row.get_by_role("button", name=re.compile("grant", re.I)).click()
-    dialog = page.get_by_role("dialog")
-    dialog.get_by_role("spinbutton").or_(dialog.get_by_role("textbox")).first.fill(str(coins))
-    dialog.get_by_role("button", name=re.compile("grant", re.I)).click()
+    """carol's admin page: the user's Grant button, the amount, Grant."""
+    page.get_by_role("button", name=f"Grant {user}", exact=True).click(timeout=30_000)
+    dialog = page.get_by_role("dialog", name="Grant coins")
+    dialog.locator("input[name=coins]").fill(str(coins))
+    dialog.get_by_role("button", name="Grant", exact=True).click()
     expect(dialog).to_be_hidden(timeout=10_000)
 
 
