@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -237,6 +241,21 @@ def test_identity_cannot_be_spoofed(hub: Hub, alice: User, lane: str) -> None:
     assert hub.balance("alice") < alice_before
 
 
+def test_the_kernel_spends_as_alice(hub: Hub, alice: User) -> None:
+    """openai_client() in alice's kernel, as a notebook would: billed to alice, not bob."""
+    bob_before, alice_before = hub.balance("bob"), hub.balance("alice")
+    printed = alice.kernel.execute(
+        "import lumen_jupyter\n"
+        "client = lumen_jupyter.openai_client()\n"
+        "reply = client.chat.completions.create(model='demo-pro', max_tokens=16,\n"
+        "    messages=[{'role': 'user', 'content': 'Say hello'}])\n"
+        "print('SPENT', reply.usage.total_tokens)\n"
+    )
+    assert printed.startswith("SPENT"), printed
+    assert hub.balance("bob") == bob_before
+    assert hub.balance("alice") < alice_before
+
+
 # -- isolation ----------------------------------------------------------------------------
 
 
@@ -386,6 +405,40 @@ def test_the_kernel_cannot_open_the_database(hub: Hub, alice: User) -> None:
     printed = alice.kernel.execute(code)
     assert printed.startswith("refused:"), printed
     assert "password" in printed
+
+
+def test_the_services_own_files_are_its_alone(hub: Hub) -> None:
+    """The key secret and the admin token the service creates are 0600, and another Unix
+    user cannot read them (a user's kernel, under a spawner with real Unix users)."""
+    for name in ("secret", "admin_token"):
+        path = hub.secrets_dir / name
+        assert path.stat().st_mode & 0o777 == 0o600, (name, oct(path.stat().st_mode))
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("reading as another Unix user needs root and runuser")
+    for name in ("secret", "admin_token", "lumen.yaml", "jupyter_lumen_config.py"):
+        done = subprocess.run(
+            ["runuser", "-u", "nobody", "--", "cat", str(hub.secrets_dir / name)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode != 0 and "Permission denied" in done.stderr, (name, done)
+
+
+def test_the_admin_command_line_reaches_the_service(hub: Hub) -> None:
+    """``jupyter lumen --url … --token-file admin_token`` on the service's machine."""
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "lumen_jupyter.cli", "--url", hub.service_direct),
+            *("--token-file", str(hub.secrets_dir / "admin_token"), "--json"),
+            *("grant", "dave", "3", "--create"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["amount"]["micro"] == 3 * COIN
 
 
 # -- money --------------------------------------------------------------------------------
