@@ -457,40 +457,48 @@ def test_the_admin_command_line_reaches_the_service(hub: Hub) -> None:
 
 def test_concurrent_calls_on_both_workers_never_overspend(hub: Hub, alice: User) -> None:
     """60 dear calls at once, half through alice's server and half with her key through
-    the proxy: some are refused, the balance never goes below zero, the books add up,
-    and both workers served them."""
-    current = hub.balance("alice") or 0
-    topped_up = 120 * COIN  # enough for about half the calls: each reserves ~5 coins
-    hub.lumen_admin("grant", user="alice", coins=str((topped_up - current) / COIN))
-    start = hub.balance("alice")
-    assert start == topped_up
-    first_row = len(books(hub, "alice")["rows"])
+    the proxy: some are refused, the balance never goes below zero and the books add up.
+
+    Which worker accepts a connection is the kernel's race (and the proxy and the
+    forwarder reuse their connections), so a burst now and then lands on one worker
+    only: bursts repeat, each checked in full, until one has run on both (at most 5)."""
     lanes = [alice.lanes["API token via server"], alice.lanes["personal key"]]
+    workers: set[int] = set()
+    for _burst in range(5):
+        current = hub.balance("alice") or 0
+        topped_up = 120 * COIN  # enough for about half the calls: each reserves ~5 coins
+        hub.lumen_admin("grant", user="alice", coins=str((topped_up - current) / COIN))
+        start = hub.balance("alice")
+        assert start == topped_up
+        first_row = len(books(hub, "alice")["rows"])
+        statuses = asyncio.run(_burst_of_dear_calls(lanes, 60))
+        assert set(statuses) <= {200, 429}, statuses
+        assert statuses.count(200) > 0 and statuses.count(429) > 0, statuses
+        state = settled(hub, "alice")
+        rows = state["rows"][first_row:]
+        charged = sum(row.coins_micro for row in rows)
+        after = hub.balance("alice")
+        assert after is not None and after >= 0
+        assert start - after == charged
+        assert state["ledger_ok"]
+        workers = {row.pid for row in rows if row.pid}
+        if len(workers) == 2:
+            break
+    assert len(workers) == 2, "five bursts, each served by one worker"
 
-    async def load() -> list[int]:
-        limits = httpx.Limits(max_connections=60)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
-            async def one(lane: Lane) -> int:
-                body = {"model": "demo-dear", "messages": MESSAGES, "max_tokens": 20}
-                answer = await http.post(
-                    lane.base + "v1/chat/completions", json=body, headers=lane.headers
-                )
-                return answer.status_code
+async def _burst_of_dear_calls(lanes: list[Lane], count: int) -> list[int]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
 
-            return await asyncio.gather(*(one(lanes[i % 2]) for i in range(60)))
+        async def one(lane: Lane) -> int:
+            body = {"model": "demo-dear", "messages": MESSAGES, "max_tokens": 20}
+            answer = await http.post(
+                lane.base + "v1/chat/completions", json=body, headers=lane.headers
+            )
+            return answer.status_code
 
-    statuses = asyncio.run(load())
-    assert set(statuses) <= {200, 429}, statuses
-    assert statuses.count(200) > 0 and statuses.count(429) > 0, statuses
-    state = settled(hub, "alice")
-    rows = state["rows"][first_row:]
-    charged = sum(row.coins_micro for row in rows)
-    after = hub.balance("alice")
-    assert after >= 0
-    assert start - after == charged
-    assert state["ledger_ok"]
-    assert len({row.pid for row in rows if row.pid}) == 2, "one worker served everything"
+        return await asyncio.gather(*(one(lanes[i % len(lanes)]) for i in range(count)))
 
 
 def _stream(lane: Lane, stop_after: int | None = None) -> dict[str, Any]:
