@@ -138,6 +138,8 @@ class ServiceLink:
             value = incoming.get(name)
             if value is not None:
                 headers[name] = value
+        if principal.source == "kernel" and headers.get(SOURCE_HEADER) != "chat":
+            headers[SOURCE_HEADER] = "kernel"  # a label: the service's books say where from
         if principal.source == "api":
             header = incoming.get("Authorization", "")
             headers["Authorization"] = "Bearer " + header.partition(" ")[2].strip()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tornado.httpserver import HTTPServer
 from traitlets.config import Config
 
 from lumen_jupyter.core.accounts import Identity
@@ -55,6 +56,12 @@ class RunningService:
     """``http://127.0.0.1:PORT/services/lumen/``: what ``LUMEN_SERVICE_URL`` names."""
     service: LumenService
     app: LumenServe
+    server: HTTPServer
+
+    async def stop(self) -> None:
+        """Stop answering: the port is closed, open connections are cut."""
+        self.server.stop()
+        await self.server.close_all_connections()
 
 
 @contextmanager
@@ -84,7 +91,7 @@ def running_service(
 
     try:
         url = f"http://127.0.0.1:{sock.getsockname()[1]}{PREFIX}"
-        yield RunningService(url, runtime.service, app)
+        yield RunningService(url, runtime.service, app, server)
     finally:
         loop.run_until_complete(stop())
 
