@@ -29,7 +29,7 @@ from ..core.errors import ConfigError
 from ..core.redact import install_log_filter, redact
 from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
 from .forwarder import ServiceLink, forward_routes
-from .hub_mode import HubCallers, HubLink, hub_service_url
+from .hub_mode import HUB_TOKEN_ENV, HubCallers, HubLink, hub_service_url
 from .jupyter_host import JupyterAuthenticator, jupyter_routes
 from .rest import unavailable_routes
 from .routes import lumen_routes
@@ -78,6 +78,8 @@ class LumenJupyter(Lumen, ExtensionApp):
         # learn why (a 503 with the reason) instead of a bare refusal.
         self.kernel_credentials = KernelCredentials()
         os.environ.pop(KERNEL_TOKEN_ENV, None)  # never inherited from whoever started us
+        # On JupyterHub the server's hub token names its owner: never shown in a log or error.
+        redact.add([os.environ.get(HUB_TOKEN_ENV, "")])
         manager = getattr(self.serverapp, "kernel_manager", None)
         if manager is not None:
             self.kernel_credentials.attach(manager)
@@ -113,7 +115,6 @@ class LumenJupyter(Lumen, ExtensionApp):
     def _initialize_hub_mode(self, service_url: str) -> None:
         """Forward lumen's URLs to the hub's service: no store, no YAML, no secret here."""
         hub = HubLink.from_environment(service_url)
-        redact.add([hub.token])
         loggers = (self.log, *((self.serverapp.log,) if self.serverapp is not None else ()))
         install_log_filter(
             [*loggers, logging.getLogger("lumen_jupyter"), logging.getLogger("tornado.access")]

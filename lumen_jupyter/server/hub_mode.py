@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -71,7 +71,7 @@ class HubLink:
 
     service_url: str
     """The service's root, ending in ``/`` (its routes are ``lumen/api/*``, ``lumen/v1/*``)."""
-    token: str
+    token: str = field(repr=False)
     """The server's hub token: identifies the server's owner to the service."""
     owner: str
     """The hub user who owns this server (``JUPYTERHUB_USER``)."""

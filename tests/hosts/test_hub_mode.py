@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from lumen_jupyter.core.accounts import Identity
 from lumen_jupyter.core.money import call_cost, coins_to_micro
+from lumen_jupyter.core.redact import redact
 from lumen_jupyter.core.tokens import TokenCounter
 from lumen_jupyter.demo.backend import DemoBackend, DemoReply
 from lumen_jupyter.store.schema import requests_log
@@ -89,6 +90,7 @@ def jp_server_config(
     hub_service: RunningService, own_yaml: Path, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, Any]:
     monkeypatch.setenv("LUMEN_CONFIG", str(own_yaml))
+    redact.discard(HUB_TOKENS["ada"])  # the server must register it itself
     return {
         "ServerApp": {
             "jpserver_extensions": {"lumen_jupyter": True},
@@ -372,7 +374,10 @@ async def test_the_users_server_holds_no_store_and_no_secret(
 
 
 async def test_the_service_down_is_a_clear_503_without_the_token(
-    host: Host, hub_service: RunningService, caplog: pytest.LogCaptureFixture
+    host: Host,
+    hub_service: RunningService,
+    jp_serverapp: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level("DEBUG")
     assert (await host.rest("GET", "profile")).status_code == 200
@@ -390,6 +395,10 @@ async def test_the_service_down_is_a_clear_503_without_the_token(
         assert "cannot be reached" in error["message"]
         assert HUB_TOKENS["ada"] not in answer.text
     assert HUB_TOKENS["ada"] not in caplog.text
+    # Whatever might carry it is masked: text through the redaction, the link's repr.
+    assert redact(f"the hub said {HUB_TOKENS['ada']}.") == "the hub said [redacted]."
+    link = jp_serverapp.web_app.settings["lumen_service_link"]
+    assert HUB_TOKENS["ada"] not in repr(link.hub)
 
 
 async def test_admin_routes_and_dot_segments_are_not_forwarded(host: Host) -> None:
