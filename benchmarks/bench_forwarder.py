@@ -5,8 +5,8 @@
 
 Starts, as separate processes on 127.0.0.1:
 
-1. the standalone lumen service (``_hub_service.py``: the embedded demo models, a
-   stand-in hub that knows one user by a hub token);
+1. the standalone lumen service (``tests/hosts/hub_service.py``: the embedded demo
+   models, a stand-in hub that knows the test users by their hub tokens);
 2. a ``jupyter server`` with lumen-jupyter in hub mode (``LUMEN_SERVICE_URL`` and the
    user's hub token in its environment, no store), forwarding to the service.
 
@@ -33,8 +33,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _harness as h
 
-HUB_TOKEN = "5d41402abc4b2a76b9719d911017c592"
-USER = "bench"
+sys.path.insert(0, str(h.REPO))
+from tests.hosts.hub_service import HUB_TOKENS
+
+USER = "ada"
+HUB_TOKEN = HUB_TOKENS[USER]
 CHAT = {
     "model": "demo-free",
     "messages": [{"role": "user", "content": "Say something short"}],
@@ -78,7 +81,6 @@ def main() -> None:
         {
             "JUPYTER_DATA_DIR": str(work / "service-data"),
             "JUPYTER_CONFIG_DIR": str(work / "service-config"),
-            "LUMEN_BENCH_HUB_TOKENS": f"{HUB_TOKEN}={USER}",
             "PYTHONPATH": str(h.REPO),
         }
     )
@@ -86,7 +88,7 @@ def main() -> None:
         env.pop(name, None)
     service = h.spawn(
         [
-            *(sys.executable, str(h.HERE / "_hub_service.py")),
+            *(sys.executable, "-m", "tests.hosts.hub_service"),
             *("--port", str(service_port), "--prefix", "/services/lumen/"),
         ],
         env=env,

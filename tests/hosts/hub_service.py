@@ -7,12 +7,16 @@ standalone service in this process on a free port under ``/services/lumen/``.
 
 A user's Jupyter server in hub mode is pointed at it with :func:`hub_environment`:
 ``LUMEN_SERVICE_URL``, the owner's hub token and name, and no lumen store.
+
+``python -m tests.hosts.hub_service [LumenServe options]`` runs the same service as a
+process of its own (for the kernel tests and the forwarder benchmark).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,3 +108,13 @@ def hub_environment(monkeypatch: pytest.MonkeyPatch, service_url: str, owner: st
     monkeypatch.setenv("LUMEN_SERVICE_URL", service_url)
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", HUB_TOKENS[owner])
     monkeypatch.setenv("JUPYTERHUB_USER", owner)
+
+
+def main() -> None:
+    """The service as a process, knowing the test users by their hub tokens."""
+    LumenServe.session_authenticator = HubTokens()
+    LumenServe.launch_instance(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
