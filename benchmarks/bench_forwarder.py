@@ -14,7 +14,9 @@ Then measures sequential keep-alive requests, in interleaved rounds, straight to
 service (with the hub token) and through the user's server (with its Jupyter token):
 ``GET lumen/api/profile``, a non-streamed ``demo-free`` chat call, and the time to
 the first byte and to the end of a streamed one; Jupyter's own ``GET api`` is the
-floor of any request to the user's server.  The difference is the hop.
+floor of any request to the user's server.  The difference is the hop; the user's
+server's CPU time per request (from /proc) says what the hop costs in work, which
+a loaded machine does not blur as much as latency.
 
 Results: ``benchmarks/results/forwarder-<utc>.json`` (and ``-latest.json``).
 """
@@ -136,14 +138,20 @@ def main() -> None:
         for _ in range(30):
             client.call(method, path, headers, body)
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
+    server_cpu: dict[str, float] = dict.fromkeys(cases, 0.0)
     for _ in range(args.rounds):
         for name, (client, method, path, headers, body) in cases.items():
+            before = h.cpu_seconds(server.pid)
             for _ in range(args.requests):
                 times[name].append(client.call(method, path, headers, body))
+            server_cpu[name] += h.cpu_seconds(server.pid) - before
 
     results: dict[str, Any] = {}
     for name, pairs in times.items():
         results[name] = {"total": h.summary_ms(t for _, t in pairs)}
+        # CPU of the user's Jupyter server per request (clock ticks: 10 ms resolution,
+        # summed over every request of the case).
+        results[name]["server_cpu_ms"] = round(1000 * server_cpu[name] / len(pairs), 3)
         if name.startswith("stream"):
             results[name]["first_byte"] = h.summary_ms(f for f, _ in pairs)
     added = {
@@ -171,6 +179,7 @@ def main() -> None:
         line = f"{name:26s} p50 {found['total']['p50']:7.3f}  p99 {found['total']['p99']:7.3f} ms"
         if "first_byte" in found:
             line += f"  (first byte p50 {found['first_byte']['p50']:.3f})"
+        line += f"  server CPU {found['server_cpu_ms']:.3f} ms/request"
         print(line)
     print("added by the hop, p50 ms:", added)
     print("results:", path)
