@@ -36,9 +36,9 @@ import logging
 import re
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -327,6 +327,14 @@ class Response:
 # -- the client -----------------------------------------------------------------------------
 
 
+class BodySource(Protocol):
+    """A request body sent as it arrives (a forwarded upload), not held in memory whole."""
+
+    def open(self) -> AsyncIterable[bytes] | None:
+        """The body from its first byte, for one attempt; ``None`` when it cannot be
+        sent again (a retry then fails instead of sending half a body)."""
+
+
 class HttpClient:
     """One aiohttp session for every upstream call of the server."""
 
@@ -337,11 +345,13 @@ class HttpClient:
         tls: TLSSettings | None = None,
         keepalive_seconds: float = KEEPALIVE_SECONDS,
         max_connections: int = MAX_CONNECTIONS,
+        environment_proxies: bool = True,
     ) -> None:
         self.connect_timeout = connect_timeout
         self.tls = tls or TLSSettings()
         self.keepalive_seconds = keepalive_seconds
         self.max_connections = max_connections
+        self.environment_proxies = environment_proxies
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._proxies: dict[str, str | None] = {}  # by URL: a gateway calls a few
@@ -383,8 +393,8 @@ class HttpClient:
 
     def proxy_for(self, url: str, proxy: str | None) -> str | None:
         """``proxy`` if set, else the environment's proxy for ``url`` (read once per URL)."""
-        if proxy:
-            return proxy
+        if proxy or not self.environment_proxies:
+            return proxy or None
         try:
             return self._proxies[url]
         except KeyError:
@@ -397,7 +407,7 @@ class HttpClient:
         url: str,
         *,
         headers: Mapping[str, str],
-        body: bytes = b"",
+        body: bytes | BodySource = b"",
         timeout: float | None = None,
         read_timeout: float | None = None,
         proxy: str | None = None,
@@ -407,15 +417,18 @@ class HttpClient:
 
         ``timeout`` bounds the whole exchange, head and body; ``read_timeout`` bounds
         each wait for more bytes (what a stream needs).  ``proxy`` and ``tls`` replace
-        the environment's proxy and the client's TLS settings for this request.
+        the environment's proxy and the client's TLS settings for this request.  A
+        :class:`BodySource` body is sent as it arrives (chunked, unless ``headers``
+        declare its ``Content-Length``).
         """
         if self.closed:
             raise UpstreamError("the HTTP client is closed")
         if not url.startswith(("http://", "https://")):
             raise ValueError("not an http(s) URL")
         session = self.session()
+        fixed = isinstance(body, bytes) and (body or method in ("POST", "PUT", "PATCH"))
         options: dict[str, Any] = {
-            "data": body if body or method in ("POST", "PUT", "PATCH") else None,
+            "data": body if fixed else None,
             "headers": headers,
             "timeout": self._timeout(timeout, read_timeout),
             "allow_redirects": False,
@@ -427,6 +440,11 @@ class HttpClient:
             except (OSError, ssl.SSLError) as error:
                 raise ConnectFailed(f"bad TLS settings: {describe(error)}") from None
         for retry in (False, True):
+            if not isinstance(body, bytes):
+                data = body.open()
+                if data is None:
+                    raise Disconnected("the upstream closed the connection during the request")
+                options["data"] = data
             attempt = _Attempt()
             token = _attempt.set(attempt)
             try:
@@ -471,6 +489,7 @@ class HttpClient:
 
 
 __all__ = [
+    "BodySource",
     "ConnectFailed",
     "Disconnected",
     "HttpClient",

@@ -5,12 +5,17 @@
 (:mod:`.runtime`: the store, the service, the demo backend when no models are
 configured), gives kernels their credential, and mounts the REST API and the
 OpenAI-compatible model API for the server's one user.
+
+On a JupyterHub user's server whose environment names the hub's lumen service
+(see :mod:`.hub_mode`), it starts none of that: the same URLs are forwarded to
+the service (:mod:`.forwarder`).
 """
 
 from __future__ import annotations
 
 import gc
 import getpass
+import logging
 import os
 from datetime import datetime, timezone
 from typing import Any
@@ -21,7 +26,10 @@ from traitlets import List, Unicode, default
 from .._version import __version__
 from ..core.accounts import Identity
 from ..core.errors import ConfigError
+from ..core.redact import install_log_filter, redact
 from .credentials import KERNEL_TOKEN_ENV, KernelCredentials
+from .forwarder import ServiceLink, forward_routes
+from .hub_mode import HUB_TOKEN_ENV, HubCallers, HubLink, hub_service_url
 from .jupyter_host import JupyterAuthenticator, jupyter_routes
 from .rest import unavailable_routes
 from .routes import lumen_routes
@@ -55,6 +63,8 @@ class LumenJupyter(Lumen, ExtensionApp):
     gateway: Any = None
     demo: Any = None
     runtime: LumenRuntime
+    #: In hub mode, the link to the hub's lumen service (else ``None``).
+    service_link: ServiceLink | None = None
 
     def initialize_settings(self) -> None:
         """Start lumen; a configuration that fails to load leaves it loudly unavailable.
@@ -68,9 +78,18 @@ class LumenJupyter(Lumen, ExtensionApp):
         # learn why (a 503 with the reason) instead of a bare refusal.
         self.kernel_credentials = KernelCredentials()
         os.environ.pop(KERNEL_TOKEN_ENV, None)  # never inherited from whoever started us
+        # On JupyterHub the server's hub token names its owner: never shown in a log or error.
+        redact.add([os.environ.get(HUB_TOKEN_ENV, "")])
         manager = getattr(self.serverapp, "kernel_manager", None)
         if manager is not None:
             self.kernel_credentials.attach(manager)
+        service_url = hub_service_url(self)
+        if service_url is not None:
+            try:
+                self._initialize_hub_mode(service_url)
+            except ConfigError as exc:
+                self._fail(f"lumen configuration error: {exc.message}")
+            return
         try:
             self._initialize_lumen()
         except ConfigError as exc:
@@ -92,6 +111,43 @@ class LumenJupyter(Lumen, ExtensionApp):
             }
         )
         self._publish_kernel_environment()
+
+    def _initialize_hub_mode(self, service_url: str) -> None:
+        """Forward lumen's URLs to the hub's service: no store, no YAML, no secret here."""
+        hub = HubLink.from_environment(service_url)
+        loggers = (self.log, *((self.serverapp.log,) if self.serverapp is not None else ()))
+        install_log_filter(
+            [*loggers, logging.getLogger("lumen_jupyter"), logging.getLogger("tornado.access")]
+        )
+        if self.username != hub.owner:
+            self.log.warning(
+                "lumen: LumenJupyter.username (%s) is ignored on a JupyterHub server: the hub "
+                "says who the user is (%s)",
+                self.username,
+                hub.owner,
+            )
+        if self.config_file:
+            self.log.warning(
+                "lumen: the YAML file %s is not read on a JupyterHub server: the lumen "
+                "service's configuration applies",
+                self.config_file,
+            )
+        self.service_link = ServiceLink(hub, connect_timeout=self.upstream_connect_timeout)
+        self.settings.update(
+            {
+                "lumen_service_link": self.service_link,
+                "lumen_kernel_credentials": self.kernel_credentials,
+                "lumen_authenticator": HubCallers(hub, self.kernel_credentials),
+                "lumen_app": self,
+            }
+        )
+        self._publish_kernel_environment()
+        self.log.info(
+            "lumen: on JupyterHub: lumen/api and lumen/v1 forwarded to the lumen service at %s "
+            "for %s",
+            hub.service_url,
+            hub.owner,
+        )
 
     def _initialize_lumen(self) -> None:
         runtime = self.runtime = start_runtime(
@@ -210,12 +266,20 @@ class LumenJupyter(Lumen, ExtensionApp):
         if self.config_error is not None:
             self.handlers.extend(jupyter_routes(unavailable_routes("lumen")))
             return
+        if self.service_link is not None:
+            self.handlers.extend(jupyter_routes(forward_routes("lumen")))
+            return
         routes = lumen_routes("lumen", model_api=self.gateway is not None)
         self.handlers.extend(jupyter_routes(routes))
 
     async def stop_extension(self) -> None:
         """Release what was started, in order; never raises, so the server always stops
         (also after a start-up that failed half way)."""
+        if self.service_link is not None:
+            try:
+                await self.service_link.close()
+            except Exception:
+                self.log.exception("lumen: closing the link to the lumen service failed")
         runtime = getattr(self, "runtime", None)
         if runtime is not None:
             runtime.gateway = self.gateway  # the one serving now

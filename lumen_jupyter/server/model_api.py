@@ -189,8 +189,13 @@ class ModelCallHandler(GatewayHandler):
             return unquote(value)[:limit] if value else None
 
         source = principal.source
-        if source in ("kernel", "session") and headers.get(SOURCE_HEADER) == "chat":
+        label = headers.get(SOURCE_HEADER)
+        if source in ("kernel", "session") and label == "chat":
             source = "chat"
+        elif source == "session" and label == "kernel":
+            # A user's server on JupyterHub forwards its kernels' calls with its own
+            # hub token (a session here) and says so: a label, like the others.
+            source = "kernel"
         return billing.CallContext(
             account_id=principal.account_id,
             source=source,

@@ -47,7 +47,7 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     """The error answers of an operation: ``codes`` plus the ones every route may give."""
-    codes = tuple(sorted({*codes, 401, 403, 503}))
+    codes = tuple(sorted({*codes, 401, 403, 502, 503}))
     text = {
         400: "Malformed input",
         401: "A credential was sent but is unknown, revoked or expired",
@@ -55,7 +55,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "Not found",
         409: "Conflicts with the current state",
         413: "The request body is too large",
-        503: "The configuration could not be loaded (the message says why)",
+        502: "On a JupyterHub server: the lumen service's answer broke off",
+        503: "The configuration could not be loaded, or on a JupyterHub server the lumen "
+        "service cannot be reached (the message says why)",
     }
     return {str(c): _json(_ERROR, text.get(c, "Error")) for c in codes}
 

@@ -226,6 +226,39 @@ async def test_a_retry_happens_once_only() -> None:
         assert server.connections == 2  # the first connection, then one retry
 
 
+class OneShotBody:
+    """A streamed body that can be sent once only (as a forwarded upload too large to keep)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+
+    def open(self) -> Any:
+        self.opened += 1
+        if self.opened > 1:
+            return None
+
+        async def pieces() -> Any:
+            yield b"{"
+            yield b"}"
+
+        return pieces()
+
+
+async def test_a_streamed_body_is_not_retried_when_it_cannot_be_sent_again() -> None:
+    async def script(server: Scripted, reader: Reader, writer: Writer) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"one"))
+        await writer.drain()
+        await reader.read(1)  # the next request starts: close, as a server timing out would
+
+    async with HttpClient(connect_timeout=2) as client, Scripted(script) as server:
+        assert await post(client, server.url) == (200, b"one")
+        body = OneShotBody()
+        with pytest.raises(Disconnected, match="during the request"):
+            await client.request("POST", server.url, headers={}, body=body)
+        assert body.opened == 2  # asked again, and it said it could not
+
+
 async def test_idle_connections_are_dropped() -> None:
     closed_after: list[float] = []
 
@@ -339,6 +372,17 @@ def test_proxies_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert environment_proxy("https://vllm.internal.example:8000/v1") is None
     assert environment_proxy("http://10.1.2.3:8000/v1") is None
     assert environment_proxy("http://localhost:8000/v1") is None
+
+
+def test_a_client_may_ignore_the_environments_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    url = "http://lumen.internal:8090/services/lumen/"
+    assert HttpClient(connect_timeout=1).proxy_for(url, None) == "http://proxy.example:3128"
+    direct = HttpClient(connect_timeout=1, environment_proxies=False)
+    assert direct.proxy_for(url, None) is None
+    assert direct.proxy_for(url, "http://named.example:1") == "http://named.example:1"
 
 
 # -- TLS with a CA of our own -----------------------------------------------------------------

@@ -6,7 +6,9 @@
   user's session is Jupyter's token;
 * ``standalone``: the standalone service (``jupyter lumen serve``) in this process, on a
   free port under the prefix ``/services/lumen/``; its session authenticator here is a
-  small one that names the user in the bearer token, standing in for JupyterHub's.
+  small one that names the user in the bearer token, standing in for JupyterHub's;
+* ``hub``: a real Jupyter server whose extension runs in hub mode, forwarding to the
+  standalone service (``hub_service.py``), which knows the user by the server's hub token.
 
 Both read the same YAML: a 20-coin pool refilled by 1 coin an hour, the demo models.
 """
@@ -34,6 +36,7 @@ from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.service.app import LumenServe
 from lumen_jupyter.store.schema import accounts, requests_log
 from tests.contract import check_response
+from tests.hosts.hub_service import RunningService, hub_environment, running_service
 from tests.hosts.standalone import serving
 
 SESSION_PREFIX = "session-of-"
@@ -164,13 +167,32 @@ class NamedSessions:
         return Identity(username=name, display_name=name)
 
 
-@pytest.fixture(params=["extension", "standalone"])
+@pytest.fixture(params=["extension", "standalone", "hub"])
 def host_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def jp_server_config(lumen_settings: dict[str, Any]) -> dict[str, Any]:
+def hub_service(
+    lumen_settings: dict[str, Any],
+    tmp_path: Path,
+    jp_asyncio_loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[RunningService]:
+    """The lumen service, and ``ada``'s server environment pointing at it (hub mode)."""
+    with running_service(lumen_settings, tmp_path, jp_asyncio_loop) as running:
+        hub_environment(monkeypatch, running.url, "ada")
+        yield running
+
+
+@pytest.fixture
+def jp_server_config(
+    lumen_settings: dict[str, Any], host_kind: str, request: pytest.FixtureRequest
+) -> dict[str, Any]:
+    if host_kind == "hub":
+        request.getfixturevalue("hub_service")
+        # The user's server holds nothing of lumen's: no store, no YAML, no secret.
+        return {"ServerApp": {"jpserver_extensions": {"lumen_jupyter": True}}}
     return {
         "ServerApp": {"jpserver_extensions": {"lumen_jupyter": True}},
         "LumenJupyter": {"username": "ada", **lumen_settings},
@@ -189,6 +211,8 @@ def host(
     try:
         if host_kind == "extension":
             yield extension_host(request, http)
+        elif host_kind == "hub":
+            yield hub_host(request, http)
         else:
             yield from standalone_host(lumen_settings, tmp_path, jp_asyncio_loop, http)
     finally:
@@ -205,6 +229,22 @@ def extension_host(request: pytest.FixtureRequest, http: httpx.AsyncClient) -> H
         f"http://127.0.0.1:{port}{base}",
         {"Authorization": f"token {serverapp.identity_provider.token}"},
         serverapp.web_app.settings["lumen_service"],
+        http,
+    )
+
+
+def hub_host(request: pytest.FixtureRequest, http: httpx.AsyncClient) -> Host:
+    """The user's server in hub mode; the books are the service's."""
+    running: RunningService = request.getfixturevalue("hub_service")
+    serverapp = request.getfixturevalue("jp_serverapp")
+    request.getfixturevalue("http_server")
+    port = request.getfixturevalue("jp_http_port")
+    base = request.getfixturevalue("jp_base_url")
+    return Host(
+        "hub",
+        f"http://127.0.0.1:{port}{base}",
+        {"Authorization": f"token {serverapp.identity_provider.token}"},
+        running.service,
         http,
     )
 
