@@ -171,6 +171,21 @@ class LumenHandler(web.RequestHandler):
     def send_json(self, data: Any, status: int = 200) -> None:
         self.send_json_bytes(json.dumps(data).encode(), status)
 
+    def finish(self, *args: Any, **kwargs: Any) -> asyncio.Future[None]:
+        connection = self.request.connection
+        if (
+            not self._headers_written
+            and isinstance(connection, HTTP1Connection)
+            and not connection._read_finished
+        ):
+            # Answered before the request was read to its end (a streamed handler that
+            # refuses in ``prepare``): tornado then closes the connection after this
+            # answer without saying so, and a proxy that keeps its connections to us
+            # (JupyterHub's) would send the next request, perhaps another user's, into
+            # the closed socket and answer it 503.  Saying so keeps the proxy off it.
+            self.set_header("Connection", "close")
+        return super().finish(*args, **kwargs)  # the host's base may take more (Jupyter's)
+
     def send_json_bytes(self, body: bytes, status: int = 200) -> None:
         """Answer with a JSON document that is already encoded."""
         self.set_status(status)

@@ -215,3 +215,59 @@ async def test_concurrent_calls_never_overspend_the_pool(host: Any) -> None:
     assert "ok" in outcomes and "429" in outcomes, outcomes
     await host.settled()
     assert host.balance() >= 0
+
+
+async def _answers_on_one_connection(root: str, requests: list[tuple[str, str]]) -> list[str]:
+    """Send ``(path, authorization)`` GETs one after another on one kept-alive connection,
+    as a proxy that pools its connections does; returns each answer's head, or ``""``
+    once the server has closed the connection without saying so."""
+    url = httpx.URL(root)
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    heads: list[str] = []
+    try:
+        for path, authorization in requests:
+            writer.write(
+                f"GET {url.raw_path.decode()}{path} HTTP/1.1\r\nHost: {url.host}\r\n"
+                f"Authorization: {authorization}\r\n\r\n".encode()
+            )
+            await writer.drain()
+            try:
+                head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)).decode()
+            except asyncio.IncompleteReadError:
+                heads.append("")
+                break
+            heads.append(head)
+            length = next(
+                (
+                    int(line.split(":", 1)[1])
+                    for line in head.split("\r\n")
+                    if line.lower().startswith("content-length:")
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            if "connection: close" in head.lower():
+                break
+    finally:
+        writer.close()
+    return heads
+
+
+async def test_a_refusal_never_leaves_a_kept_connection_dead(host: Any) -> None:
+    """A request refused before its body is read (a bad key, a route this host refuses)
+    ends its connection; the answer must say so, or a proxy keeping the connection (the
+    hub's) sends the next request - maybe another user's - into a closed socket (a 503)."""
+    bad_key = "Bearer sk_" + "0" * 40
+    session = host.session["Authorization"]
+    heads = await _answers_on_one_connection(
+        host.root,
+        [
+            ("lumen/api/profile", bad_key),
+            ("lumen/api/profile", session),
+            ("lumen/api/admin/users", session),
+            ("lumen/api/profile", session),
+        ],
+    )
+    assert heads[0].startswith(("HTTP/1.1 401", "HTTP/1.1 403")), heads
+    for index, head in enumerate(heads[:-1]):
+        assert heads[index + 1] or "connection: close" in head.lower(), heads
