@@ -23,6 +23,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests import pg
 from tests.hub.hub import DEFAULT_MAX, Hub, ensure_chp, running_hub
 
+from .conftest import write_setting
 from .lab import shot
 
 pytestmark = pytest.mark.postgres
@@ -42,6 +43,9 @@ def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
     root = Path(tempfile.mkdtemp(prefix="lumen-hub-ui-"))
     try:
         with running_hub(root, postgres_server) as running:
+            settings = running.home("alice") / ".jupyter" / "lab" / "user-settings"
+            news = {"fetchNews": "false", "checkForUpdates": False}
+            write_setting(settings, "@jupyterlab/apputils-extension", "notification", news)
             running.start_server("alice")
             yield running
             stopped = running.stop()
