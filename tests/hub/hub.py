@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -452,7 +453,23 @@ def lumen_yaml(upstream: str, slow_upstream: str, provider_key: str) -> dict[str
     }
 
 
-def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_token: str) -> str:
+def hub_config(
+    hub_dir: Path,
+    ports: dict[str, int],
+    secrets_dir: Path,
+    tester_token: str,
+    service_user: str | None = None,
+) -> str:
+    """The hub's config; with ``service_user``, the service runs as that Unix user and the
+    users' servers as theirs (LocalProcessSpawner), else everything as the hub's user."""
+    if service_user is None:
+        spawner = [
+            'c.JupyterHub.spawner_class = "simple"',
+            "c.SimpleLocalProcessSpawner.home_dir_template = "
+            + repr(str(hub_dir / "home" / "{username}")),
+        ]
+    else:  # each user's server as that Unix user
+        spawner = ['c.JupyterHub.spawner_class = "localprocess"']
     service_cmd = [
         sys.executable,
         *("-m", "lumen_jupyter.service", "--workers", "2"),
@@ -478,8 +495,7 @@ def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_t
         c.Authenticator.allow_all = True
         c.Authenticator.admin_users = {{{HUB_ADMIN!r}}}
 
-        c.JupyterHub.spawner_class = "simple"
-        c.SimpleLocalProcessSpawner.home_dir_template = {str(hub_dir / "home" / "{username}")!r}
+        {(chr(10) + " " * 8).join(spawner)}
         c.Spawner.cmd = [{str(bin_dir / "jupyterhub-singleuser")!r}]
         c.Spawner.args = ["--allow-root"]
         c.Spawner.default_url = "/lab"
@@ -514,6 +530,7 @@ def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_t
                 "oauth_no_confirm": True,
                 "display": True,
                 "oauth_client_allowed_scopes": ["custom:lumen:admin", "custom:lumen:grant"],
+                {f'"user": {service_user!r},' if service_user else ""}
             }},
             {{"name": {TESTER_SERVICE!r}, "api_token": {tester_token!r}}},
         ]
@@ -543,11 +560,22 @@ def hub_config(hub_dir: Path, ports: dict[str, int], secrets_dir: Path, tester_t
 
 
 @contextlib.contextmanager
-def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
-    """A JupyterHub with the lumen service, ready, with USERS created; stopped at the end."""
+def running_hub(
+    root: Path,
+    postgres: pg.PostgresServer,
+    users: tuple[str, ...] = USERS,
+    service_user: str | None = None,
+) -> Iterator[Hub]:
+    """A JupyterHub with the lumen service, ready, with ``users`` created; stopped at the end.
+
+    With ``service_user`` (a Unix user; the hub must run as root), the service runs as
+    that user, its files are its own (0600 in a 0700 directory), and users' servers run
+    as the Unix users of their names."""
     root.mkdir(parents=True, exist_ok=True)
     secrets_dir = root / "lumen"
     secrets_dir.mkdir(mode=0o700)
+    if service_user is not None:
+        root.chmod(0o755)  # users' homes are under it
     ports = dict(zip(("proxy", "proxy_api", "hub", "service"), free_ports(4), strict=True))
     tester_token = secrets.token_hex(32)
     with (
@@ -573,8 +601,12 @@ def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
                 )
             ),
         )
+        if service_user is not None:
+            entry = pwd.getpwnam(service_user)
+            for path in (secrets_dir, *secrets_dir.iterdir()):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
         config = root / "jupyterhub_config.py"
-        config.write_text(hub_config(root, ports, secrets_dir, tester_token))
+        config.write_text(hub_config(root, ports, secrets_dir, tester_token, service_user))
         log_path = root / "hub.log"
         env = {
             key: value
@@ -585,8 +617,9 @@ def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
         )
         with log_path.open("wb") as log_file:
+            hub_cmd = [sys.executable, "-m", "jupyterhub", "-f", str(config)]
             proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", str(config)],
+                hub_cmd if service_user is None else [*ROOT_OPENED, str(root), *hub_cmd],
                 cwd=root,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -608,12 +641,62 @@ def running_hub(root: Path, postgres: pg.PostgresServer) -> Iterator[Hub]:
         )
         try:
             _wait_ready(hub)
-            for name in USERS:
+            for name in users:
                 with contextlib.suppress(AssertionError):
                     hub.api("POST", f"users/{name}")
             yield hub
         finally:
             hub.stop()
+
+
+ROOT_OPENED = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "bash",
+    "-euc",
+    # In a mount namespace of its own (nothing changes outside it): /root as a copy that
+    # others may enter, each of its entries mounted back from the real one, so that
+    # processes of other Unix users can run the interpreter installed under /root.
+    """
+    real=$1/.root
+    shift
+    mkdir "$real"
+    mount --bind /root "$real"
+    mount -t tmpfs -o mode=0755 tmpfs /root
+    for entry in "$real"/.[!.]* "$real"/*; do
+      [ -e "$entry" ] || continue
+      target=/root/${entry##*/}
+      if [ -d "$entry" ]; then mkdir "$target"; else touch "$target"; fi
+      mount --bind "$entry" "$target"
+    done
+    exec "$@"
+    """,
+    "root-opened",
+]
+# followed by a directory for the view of the real /root, then the command
+"""A prefix for the hub's command when users' processes run as other Unix users: the
+Python here may live under /root (mode 0700), which no other user may enter."""
+
+
+def unix_user(name: str, home: Path) -> int:
+    """A fresh Unix user ``name`` with ``home`` (one left by an earlier run is replaced);
+    returns its uid.  :func:`drop_unix_user` removes it."""
+    drop_unix_user(name)
+    subprocess.run(
+        ["useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/sh", name],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return pwd.getpwnam(name).pw_uid
+
+
+def drop_unix_user(name: str) -> None:
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(name)
+        subprocess.run(["userdel", name], check=True, capture_output=True, timeout=60)
 
 
 def _wait_ready(hub: Hub, timeout: float = 90.0) -> None:
