@@ -552,6 +552,7 @@ def hub_config(
                 "scopes": [
                     "admin:users", "admin:servers", "admin:server_state", "admin:groups",
                     "tokens", "access:servers", "access:services", "read:users", "list:users",
+                    "shares",
                 ],
             }},
         ]

@@ -12,6 +12,7 @@ The last test stops the hub with SIGTERM, so this module must run in file order.
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import os
 import re
@@ -106,8 +107,15 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def page_token(browser: httpx.Client, user: str) -> str:
-    """The token JupyterLab's page hands the browser for the user's server."""
+    """The token JupyterLab's page hands the browser for the user's server (a visitor to
+    a shared server first authorizes it, as on the hub's page)."""
     page = browser.get(f"/user/{user}/lab")
+    if page.url.path.endswith("/oauth2/authorize"):
+        hidden = r'<input type="hidden" name="(_xsrf|scopes)" value="([^"]*)"'
+        form: dict[str, list[str]] = {}
+        for name, value in re.findall(hidden, page.text):
+            form.setdefault(name, []).append(html.unescape(value))
+        page = browser.post(str(page.url), data=form)
     assert page.status_code == 200, page.text[:300]
     found = re.search(r'"token":\s*"([^"]+)"', page.text)
     assert found, "no token in the Lab page config"
@@ -319,6 +327,28 @@ def test_bobs_balance_is_untouched_by_alice(
     assert state["rows"] == []  # not one call was billed to bob
     assert hub.balance("bob") == DEFAULT_MAX * COIN
     assert state["ledger_ok"]
+
+
+def test_a_visitor_on_a_shared_server_never_sees_the_owners_coins(
+    hub: Hub, people: dict[str, User]
+) -> None:
+    """alice shares her server with bob (JupyterHub's sharing): bob may open her Lab, but
+    her lumen - coins, keys, usage, model calls - answers him 403."""
+    hub.api("POST", "shares/alice/", {"user": "bob"})
+    browser = people["bob"].lanes["browser cookies"].client
+    assert browser is not None
+    visitor = Lane("bob on alice's server", hub.user_url("alice", "lumen/"))
+    visitor.headers = {"Authorization": f"token {page_token(browser, 'alice')}"}
+    by_cookie = Lane("bob's cookies on alice's server", visitor.base, client=browser)
+    before = hub.balance("alice")
+    for lane in (visitor, by_cookie):
+        for method, path in (("GET", "api/profile"), ("GET", "api/usage"), ("GET", "api/keys")):
+            answer = lane.request(method, path)
+            assert answer.status_code == 403, (lane.name, path, answer.text)
+            assert answer.json()["error"]["code"] == "not_server_owner", answer.text
+        called = lane.chat()
+        assert called.status_code == 403, called.text
+    assert hub.balance("alice") == before
 
 
 # -- admin rights -------------------------------------------------------------------------
