@@ -584,6 +584,28 @@ def test_an_aborted_stream_is_billed_for_what_was_delivered(hub: Hub, alice: Use
     assert state["ledger_ok"]
 
 
+def test_a_personal_key_works_from_outside_and_is_revoked_at_once(hub: Hub, alice: User) -> None:
+    """A key made in alice's Lab (through her server) calls https://hub/services/lumen/v1,
+    billed to her; revoked there, every worker refuses it on the next call."""
+    lab = alice.lanes["browser page token"]
+    created = lab.request("POST", "api/keys", json={"name": "laptop"})
+    assert created.status_code == 201, created.text
+    key = created.json()
+    outside = Lane("alice's laptop", hub.service_url, bearer(key["key"]), personal_key=True)
+    before = hub.balance("alice")
+    assert outside.chat().status_code == 200
+    assert hub.balance("alice") < before
+    revoked = lab.request("DELETE", f"api/keys/{key['id']}")
+    assert revoked.status_code == 200 and revoked.json()["result"] == "revoked", revoked.text
+    for _ in range(6):  # fresh connections, so both workers are asked
+        with httpx.Client(timeout=60, headers={"Connection": "close"}) as fresh:
+            body = {"model": "demo-pro", "messages": MESSAGES, "max_tokens": 16}
+            answer = fresh.post(
+                f"{outside.base}v1/chat/completions", json=body, headers=outside.headers
+            )
+        assert answer.status_code == 401, answer.text
+
+
 # -- the hub changes ----------------------------------------------------------------------
 
 
