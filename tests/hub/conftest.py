@@ -34,7 +34,7 @@ def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
         with running_hub(root, postgres_server) as running:
             yield running
             stopped = running.stop()
-        assert stopped["lumen_left"] == [], stopped
+        assert stopped["lumen_left"] == [] and stopped["others_left"] == [], stopped
         assert stopped["ports_busy"] == [], stopped
     finally:
         if os.environ.get("LUMEN_HUB_KEEP"):

@@ -390,21 +390,43 @@ class Hub:
         while self.lumen_processes() and time.monotonic() < deadline:
             time.sleep(0.1)
         left = self.lumen_processes()
+        others = [pid for pid in self.processes() if pid not in left]
         busy = [name for name, port in self.ports.items() if not port_is_free(port)]
         self.stopped = {
             "exit": code,
             "seconds": seconds,
             "lumen_before": lumen_before,
             "lumen_left": left,
+            "others_left": others,  # the proxy, users' servers, kernels
             "ports_busy": busy,
         }
         if code is None:
             self.proc.kill()
             self.proc.wait(10)
-        for pid in left:  # never leave them running, but the test still sees them
+        for pid in [*left, *others]:  # never leave them running; the test still sees them
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         return self.stopped
+
+    def processes(self) -> list[int]:
+        """Every live process this hub started: the proxy (its port on its command line)
+        and whatever got the hub's API URL (users' servers, kernels, services)."""
+        proxy = f"--port\0{self.ports['proxy']}\0".encode()
+        hub_api = f"127.0.0.1:{self.ports['hub']}/".encode()
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == self.proc.pid:
+                continue
+            try:
+                if (entry / "stat").read_text().split()[2] == "Z":
+                    continue
+                cmdline = (entry / "cmdline").read_bytes()
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if proxy in cmdline or b"JUPYTERHUB_API_URL=http://" + hub_api in environ:
+                found.append(int(entry.name))
+        return found
 
 
 PROVIDER_KEY_PREFIX = "sk-provider-secret-"

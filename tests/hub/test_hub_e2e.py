@@ -640,5 +640,6 @@ def test_after_sigterm_to_the_hub_no_lumen_process_remains(hub: Hub, people: Any
     stopped = hub.stop()
     assert stopped["exit"] == 0, hub.log()[-3000:]
     assert stopped["lumen_left"] == []
+    assert stopped["others_left"] == []  # nor the proxy, a server or a kernel
     assert stopped["ports_busy"] == []
     assert stopped["seconds"] < 30, stopped

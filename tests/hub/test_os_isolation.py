@@ -63,7 +63,8 @@ def os_hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
         with running_hub(root, postgres_server, (USER,), SERVICE_USER) as hub:
             yield hub
             stopped = hub.stop()
-        assert stopped["lumen_left"] == [] and stopped["ports_busy"] == [], stopped
+        left = stopped["lumen_left"] + stopped["others_left"]
+        assert left == [] and stopped["ports_busy"] == [], stopped
     finally:
         for name in (USER, SERVICE_USER):
             drop_unix_user(name)

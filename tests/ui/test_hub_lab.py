@@ -49,7 +49,8 @@ def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
             running.start_server("alice")
             yield running
             stopped = running.stop()
-        assert stopped["lumen_left"] == [] and stopped["ports_busy"] == [], stopped
+        left = stopped["lumen_left"] + stopped["others_left"]
+        assert left == [] and stopped["ports_busy"] == [], stopped
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
