@@ -33,6 +33,8 @@ from tornado import web
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from traitlets import Enum, Float, Int, Unicode, default, validate
+from traitlets.config import Application
+from traitlets.config.loader import ConfigFileNotFound
 
 from .._version import __version__
 from ..core.redact import redact_uri
@@ -74,7 +76,7 @@ class LumenServe(Lumen, JupyterApp):
         "secret-file": "Lumen.secret_file",
         "billing-mode": "Lumen.billing_mode",
         "demo-backend": "Lumen.demo_backend",
-        "config": "JupyterApp.config_file",
+        "config": "LumenServe.python_config_file",
         "log-level": "Application.log_level",
     }
     flags: dict[str, Any] = {}  # noqa: RUF012
@@ -127,6 +129,36 @@ class LumenServe(Lumen, JupyterApp):
         if self.session_authenticator is not None or self.hub_auth == "off":
             return False
         return self.hub_auth == "on" or hub_environment(os.environ)
+
+    python_config_file = Unicode(
+        "",
+        config=True,
+        help="A Python config file to read instead of jupyter_lumen_config.py on the "
+        "Jupyter config path (--config). config_file is lumen's YAML, as on the extension.",
+    )
+
+    def load_config_file(self, suppress_errors: bool = True) -> None:  # type: ignore[override]
+        """``jupyter_config`` and ``jupyter_lumen_config`` from the config path, or
+        ``--config FILE``.  JupyterApp would take ``config_file`` - here the YAML - for
+        the Python config file."""
+        paths = self.config_file_paths
+        wanted = [("jupyter_config", paths)]
+        if self.python_config_file:
+            folder, name = os.path.split(os.path.abspath(self.python_config_file))
+            if not os.path.isfile(self.python_config_file):
+                raise SystemExit(f"lumen: no config file {self.python_config_file}")
+            wanted.append((name, [folder]))
+        else:
+            wanted.append((self.config_file_name, paths))
+        for name, where in wanted:
+            try:
+                Application.load_config_file(self, name, path=where)
+            except ConfigFileNotFound:
+                self.log.debug("Config file not found, skipping: %s", name)
+            except Exception:
+                if not suppress_errors or self.raise_config_file_errors:
+                    raise
+                self.log.warning("Error loading config file: %s", name, exc_info=True)
 
     @default("config_file_name")
     def _default_config_file_name(self) -> str:

@@ -188,3 +188,31 @@ async def test_the_model_api_also_answers_right_under_the_prefix(host: Any) -> N
     profile = await host.http.get(f"{host.root}api/profile", headers=host.session)
     assert profile.status_code == 200 and profile.json()["user"]["username"] == "ada"
     await host.settled()
+
+
+def test_the_service_reads_its_python_config_beside_the_yaml(tmp_path: Path) -> None:
+    """``config_file`` is lumen's YAML (as on the extension); the Python config is
+    ``jupyter_lumen_config.py`` on the config path, or ``--config FILE``."""
+    from lumen_jupyter.service.app import LumenServe
+
+    yaml_file = tmp_path / "lumen.yaml"
+    yaml_file.write_text("models: []\n", encoding="utf-8")
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "jupyter_lumen_config.py").write_text(
+        "c.LumenServe.port = 8123\nc.Lumen.billing_mode = 'soft'\n", encoding="utf-8"
+    )
+    other = tmp_path / "other.py"
+    other.write_text("c.LumenServe.port = 8124\n", encoding="utf-8")
+    environ = {"JUPYTER_CONFIG_DIR": str(config_dir), "LUMEN_CONFIG": str(yaml_file)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environ.items():
+            patch.setenv(name, value)
+        app = LumenServe()
+        app.initialize(["--lumen-config", str(yaml_file)])
+        assert (app.port, app.billing_mode, app.config_file) == (8123, "soft", str(yaml_file))
+        LumenServe.clear_instance()
+        app = LumenServe()
+        app.initialize(["--config", str(other)])
+        assert (app.port, app.billing_mode, app.config_file) == (8124, "strict", str(yaml_file))
+        LumenServe.clear_instance()
