@@ -386,8 +386,8 @@ class Hub:
         except subprocess.TimeoutExpired:
             code = None
         seconds = time.monotonic() - started
-        deadline = time.monotonic() + 5  # children reaped after the hub: a moment more
-        while self.lumen_processes() and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10  # children end after the hub: a moment more
+        while self.processes() and time.monotonic() < deadline:
             time.sleep(0.1)
         left = self.lumen_processes()
         others = [pid for pid in self.processes() if pid not in left]
