@@ -158,6 +158,8 @@ REQUEST_COLUMNS = [
     # the per-call cap (what was reserved) and no overrun
     "cap_micro",
     "overrun_micro",
+    # nothing reserved on a key's own budget (the seed's keys have none)
+    "key_reserved_micro",
 ]
 
 
@@ -429,7 +431,7 @@ class SqliteSink:
         self.conn.executemany(
             f"INSERT INTO lumen_requests ({','.join(REQUEST_COLUMNS)}) "
             f"VALUES ({self.placeholders})",
-            [(*r[:18], int(r[18]), int(r[19]), r[RESERVED], 0) for r in rows],
+            [(*r[:18], int(r[18]), int(r[19]), r[RESERVED], 0, 0) for r in rows],
         )
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -480,7 +482,7 @@ class PostgresSink:
             copy.write(text)
 
     def requests(self, rows: list[tuple[Any, ...]]) -> None:
-        self._copy("lumen_requests", REQUEST_COLUMNS, [(*r, r[RESERVED], 0) for r in rows])
+        self._copy("lumen_requests", REQUEST_COLUMNS, [(*r, r[RESERVED], 0, 0) for r in rows])
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         self._copy(table, columns, rows)
@@ -522,6 +524,7 @@ def seed_stores(seed: Seed, sinks: list[Any]) -> dict[str, Any]:
             k.revoked_at,
             k.last_used_at,
             *k.counters,
+            0,
         )
         for k in seed.keys
     ]
@@ -545,6 +548,7 @@ def seed_stores(seed: Seed, sinks: list[Any]) -> dict[str, Any]:
                 "input_tokens",
                 "output_tokens",
                 "coins_micro",
+                "reserved_micro",
             ],
             key_rows,
         )

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys, consents, user_pools
-from . import billing, key_limits, keyring, recovery, wire
+from . import billing, key_limits, keyring, paging, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .catalog import Access, Catalog, ModelSpec, PoolSpec
@@ -235,6 +235,16 @@ class LumenService:
         now = self.clock.now()
         return [_key_json(row, now) for row in rows]
 
+    def list_keys_page(
+        self, who: Identity, include_revoked: bool, page: paging.Page
+    ) -> tuple[list[wire.Key], int]:
+        """A page of the keys in the profile's order, and how many there are."""
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            rows, total = keyring.list_keys_page(conn, acct, include_revoked, page)
+        now = self.clock.now()
+        return [_key_json(row, now) for row in rows], total
+
     def create_key(
         self,
         who: Identity,
@@ -388,6 +398,20 @@ class LumenService:
             self.model_json(model, access[name], summary.by_model.get(name, Counters()))
             for name, model in sorted(self.catalog.models.items())
         ]
+
+    def list_models_page(self, who: Identity, page: paging.Page) -> tuple[list[wire.Model], int]:
+        """A page of the Model Access rows in the profile's order, and how many there are."""
+        names = paging.in_name_order(list(self.catalog.models), name=str, tie=str)
+        acct = self.account(who.username)
+        access = self.access_map(who)
+        with self.store.read() as conn:
+            summary = summarize(conn, acct, conversations=False)
+        return [
+            self.model_json(
+                self.catalog.models[name], access[name], summary.by_model.get(name, Counters())
+            )
+            for name in page.of(names)
+        ], len(names)
 
     def visible_models(self, who: Identity) -> list[tuple[ModelSpec, Access]]:
         """The models this user can call now, for the OpenAI ``GET /v1/models`` list.
