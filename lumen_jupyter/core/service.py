@@ -37,7 +37,15 @@ from .keys import hash_key, looks_like_key
 from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
-from .usage import Counters, Summary, Usage, history, profile_summary, summarize
+from .usage import (
+    Counters,
+    Summary,
+    Usage,
+    history,
+    model_counters,
+    profile_summary,
+    summarize,
+)
 
 _USER_POOL = HotStatement(
     select(user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro).where(
@@ -402,15 +410,14 @@ class LumenService:
     def list_models_page(self, who: Identity, page: paging.Page) -> tuple[list[wire.Model], int]:
         """A page of the Model Access rows in the profile's order, and how many there are."""
         names = paging.in_name_order(list(self.catalog.models), name=str, tie=str)
+        shown = page.of(names)
         acct = self.account(who.username)
         access = self.access_map(who)
         with self.store.read() as conn:
-            summary = summarize(conn, acct, conversations=False)
+            used = model_counters(conn, acct, None if page.everything else shown)
         return [
-            self.model_json(
-                self.catalog.models[name], access[name], summary.by_model.get(name, Counters())
-            )
-            for name in page.of(names)
+            self.model_json(self.catalog.models[name], access[name], used.get(name, Counters()))
+            for name in shown
         ], len(names)
 
     def visible_models(self, who: Identity) -> list[tuple[ModelSpec, Access]]:
