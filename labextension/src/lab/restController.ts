@@ -2,11 +2,18 @@
  * The Lab panel's side of the views: holds a `ProfileState` loaded over REST
  * and carries out the views' intents. The raw key of a new key is returned to
  * the dialog and never kept here.
+ *
+ * The first load paints the first screen first: the profile, the spending history and
+ * the first page of the active keys and of the models, each shown as it arrives; the
+ * complete lists follow in the background (sorting, searching and "Show deleted keys"
+ * work on those). Later refreshes replace everything at once. `forgetLists()` drops
+ * the lists when no panel shows them, so the next panel starts small again.
  */
 
 import { messageOf } from '../views/dialog';
 import {
   emptyState,
+  FIRST_PAGE,
   type CreatedKey,
   type KeyLimits,
   type Period,
@@ -21,6 +28,10 @@ export class RestProfileController implements ProfileActions {
   private readonly listeners = new Set<(state: ProfileState) => void>();
   private timer: number | undefined;
   private inFlight: Promise<void> | null = null;
+  /** Whether the state holds the complete key and model lists (not first pages). */
+  private listsComplete = false;
+  /** Bumped by `forgetLists()`: a load begun before it does not fill the lists again. */
+  private generation = 0;
 
   constructor(private readonly client: LumenRestClient) {}
 
@@ -49,6 +60,11 @@ export class RestProfileController implements ProfileActions {
     }
   }
 
+  /** A performance mark `lumen:<name>` (the browser benchmark reads where time goes). */
+  private mark(name: string): void {
+    performance.mark(`lumen:${name}`);
+  }
+
   private set(patch: Partial<ProfileState>): void {
     this.current = { ...this.current, ...patch };
     for (const listener of this.listeners) {
@@ -73,25 +89,91 @@ export class RestProfileController implements ProfileActions {
     return this.inFlight;
   }
 
+  /** Drop the key and model lists and the history (nothing shows them any more). */
+  forgetLists(): void {
+    this.generation += 1;
+    this.listsComplete = false;
+    this.set({ keys: [], models: [], usage: null, keysTotal: null, modelsTotal: null });
+  }
+
   private async load(): Promise<void> {
+    this.mark('load');
     this.set({ loading: true });
     try {
-      const [profile, keys, models, usage] = await Promise.all([
-        this.client.profile(),
-        this.client.keys(true),
-        this.client.models(),
-        this.client.usage(this.current.period)
-      ]);
-      this.set({ profile, keys, models, usage, loading: false, error: null });
+      if (this.listsComplete) {
+        await this.loadEverything();
+      } else {
+        await this.loadFirstScreen();
+      }
     } catch (err) {
       this.set({ loading: false, error: `Could not load the profile: ${messageOf(err)}` });
       throw err;
     }
   }
 
+  private async loadEverything(): Promise<void> {
+    const [profile, keys, models, usage] = await Promise.all([
+      this.client.profile(),
+      this.client.keyList(true),
+      this.client.modelList(),
+      this.client.usage(this.current.period)
+    ]);
+    this.set({
+      profile,
+      keys: keys.keys,
+      keysTotal: null,
+      models: models.models,
+      modelsTotal: null,
+      usage,
+      loading: false,
+      error: null
+    });
+  }
+
+  private async loadFirstScreen(): Promise<void> {
+    const generation = this.generation;
+    const current = () => generation === this.generation;
+    await Promise.all([
+      this.client.profile().then(profile => {
+        this.mark('profile');
+        this.set({ profile });
+      }),
+      this.client.keyList(false, { limit: FIRST_PAGE }).then(page => {
+        this.mark('keys-first-page');
+        if (current()) {
+          this.set({ keys: page.keys, keysTotal: page.total });
+        }
+      }),
+      this.client.modelList({ limit: FIRST_PAGE }).then(page => {
+        this.mark('models-first-page');
+        if (current()) {
+          this.set({ models: page.models, modelsTotal: page.models.length < page.total ? page.total : null });
+        }
+      }),
+      this.client.usage(this.current.period).then(usage => {
+        this.mark('usage');
+        if (current()) {
+          this.set({ usage });
+        }
+      })
+    ]);
+    this.set({ loading: false, error: null });
+    this.mark('first-screen');
+    // The rest, after the first screen: the revoked keys too, and every model.
+    const [keys, models] = await Promise.all([
+      this.client.keyList(true),
+      this.current.modelsTotal === null ? null : this.client.modelList()
+    ]);
+    this.mark('lists');
+    if (current()) {
+      this.listsComplete = true;
+      this.set({ keys: keys.keys, keysTotal: null, ...(models ? { models: models.models, modelsTotal: null } : {}) });
+    }
+  }
+
   private async reloadKeys(): Promise<void> {
-    const [keys, profile] = await Promise.all([this.client.keys(true), this.client.profile()]);
-    this.set({ keys, profile });
+    const [keys, profile] = await Promise.all([this.client.keyList(true), this.client.profile()]);
+    this.set({ keys: keys.keys, keysTotal: null, profile });
   }
 
   async createKey(): Promise<CreatedKey> {
