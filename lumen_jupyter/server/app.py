@@ -163,8 +163,9 @@ class LumenJupyter(ExtensionApp):
     db_threads = Int(
         4,
         config=True,
-        help="Threads for database work off the event loop. Unless set explicitly, SQLite "
-        "uses one (its writes are serialized anyway, and one thread keeps p99 low).",
+        help="Threads for database work off the event loop: the REST API's reads run in "
+        "parallel, on SQLite too (in WAL mode readers never wait for the writer; the books "
+        "of model calls are written by one thread of their own).",
     )
 
     @default("username")
@@ -291,11 +292,7 @@ class LumenJupyter(ExtensionApp):
             self.service, heartbeat_seconds=self.heartbeat_interval
         )
         self.instance_keeper.start(self.started_at)
-        # SQLite serializes writers anyway; more threads only add lock waits to the tail
-        # latency, so it gets one thread unless ``db_threads`` is configured explicitly.
-        sqlite_default = self.store.dialect == "sqlite" and "db_threads" not in configured
-        threads = 1 if sqlite_default else self.db_threads
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
+        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
         self._guard_secrets(catalog)
         self.settings.update(

@@ -164,8 +164,8 @@ export class RestProfileController implements ProfileActions {
       this.client.keyList(true),
       this.current.modelsTotal === null ? null : this.client.modelList()
     ]);
-    this.mark('lists');
     if (current()) {
+      this.mark('lists');
       this.listsComplete = true;
       this.set({ keys: keys.keys, keysTotal: null, ...(models ? { models: models.models, modelsTotal: null } : {}) });
     }
