@@ -66,6 +66,9 @@ ENDPOINTS: list[tuple[str, str]] = [
     ("keys", "lumen/api/keys"),
     ("keys?include_revoked=true", "lumen/api/keys?include_revoked=true"),
     ("models", "lumen/api/models"),
+    # what the profile's first screen asks for (then it fetches the whole lists)
+    ("keys first page", "lumen/api/keys?include_revoked=false&limit=40"),
+    ("models first page", "lumen/api/models?limit=40"),
     ("usage week", "lumen/api/usage?period=week&group_by=model"),
     ("usage month", "lumen/api/usage?period=month&group_by=model"),
     ("usage year", "lumen/api/usage?period=year&group_by=model"),
@@ -676,6 +679,7 @@ def breakdown(url: str, config: Path, secret: bytes, repeats: int = 7) -> dict[s
 
     from lumen_jupyter.core.accounts import Identity
     from lumen_jupyter.core.config import load_config_file
+    from lumen_jupyter.core.paging import Page
     from lumen_jupyter.core.service import LumenService
     from lumen_jupyter.store import Store
 
@@ -687,6 +691,8 @@ def breakdown(url: str, config: Path, secret: bytes, repeats: int = 7) -> dict[s
         "keys": lambda: service.list_keys(who, False),
         "keys?include_revoked=true": lambda: service.list_keys(who, True),
         "models": lambda: service.list_models(who),
+        "keys first page": lambda: service.list_keys_page(who, False, Page(limit=40)),
+        "models first page": lambda: service.list_models_page(who, Page(limit=40)),
         **{
             f"usage {p}": (lambda p=p: service.usage_history(who, p, None, "model"))
             for p in ("week", "month", "year", "all")

@@ -82,9 +82,12 @@ export class RestProfileController implements ProfileActions {
 
   refresh(): Promise<void> {
     if (!this.inFlight) {
-      this.inFlight = this.load().finally(() => {
-        this.inFlight = null;
+      const run: Promise<void> = this.load().finally(() => {
+        if (this.inFlight === run) {
+          this.inFlight = null;
+        }
       });
+      this.inFlight = run;
     }
     return this.inFlight;
   }
@@ -92,32 +95,40 @@ export class RestProfileController implements ProfileActions {
   /** Drop the key and model lists and the history (nothing shows them any more). */
   forgetLists(): void {
     this.generation += 1;
+    this.inFlight = null; // a panel opened next loads afresh, not into the forgotten state
     this.listsComplete = false;
-    this.set({ keys: [], models: [], usage: null, keysTotal: null, modelsTotal: null });
+    this.set({ keys: [], models: [], usage: null, keysTotal: null, modelsTotal: null, loading: false });
   }
 
   private async load(): Promise<void> {
     this.mark('load');
+    const generation = this.generation;
     this.set({ loading: true });
     try {
       if (this.listsComplete) {
-        await this.loadEverything();
+        await this.loadEverything(() => generation === this.generation);
       } else {
-        await this.loadFirstScreen();
+        await this.loadFirstScreen(() => generation === this.generation);
       }
     } catch (err) {
-      this.set({ loading: false, error: `Could not load the profile: ${messageOf(err)}` });
+      if (generation === this.generation) {
+        this.set({ loading: false, error: `Could not load the profile: ${messageOf(err)}` });
+      }
       throw err;
     }
   }
 
-  private async loadEverything(): Promise<void> {
+  private async loadEverything(current: () => boolean): Promise<void> {
     const [profile, keys, models, usage] = await Promise.all([
       this.client.profile(),
       this.client.keyList(true),
       this.client.modelList(),
       this.client.usage(this.current.period)
     ]);
+    if (!current()) {
+      this.set({ profile });
+      return;
+    }
     this.set({
       profile,
       keys: keys.keys,
@@ -130,9 +141,8 @@ export class RestProfileController implements ProfileActions {
     });
   }
 
-  private async loadFirstScreen(): Promise<void> {
-    const generation = this.generation;
-    const current = () => generation === this.generation;
+  /** `current()`: whether the lists were not forgotten since this load began. */
+  private async loadFirstScreen(current: () => boolean): Promise<void> {
     await Promise.all([
       this.client.profile().then(profile => {
         this.mark('profile');
@@ -157,6 +167,9 @@ export class RestProfileController implements ProfileActions {
         }
       })
     ]);
+    if (!current()) {
+      return;
+    }
     this.set({ loading: false, error: null });
     this.mark('first-screen');
     // The rest, after the first screen: the revoked keys too, and every model.
