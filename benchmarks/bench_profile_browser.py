@@ -9,8 +9,9 @@ subprocess (this working tree's server extension, widget bundle and Lab extensio
 serves it; Playwright drives Debian's Chromium. Measured, ``--runs`` times each:
 
 - ``widget_warm``: a cell running ``Profile()`` in a kernel that has already shown one;
-  from the execute request to the view painted (skeleton) and to every part filled in
-  (``aria-busy=false`` with the key and model rows present);
+  from the execute request to the view painted (skeleton), to every part filled in
+  (``aria-busy=false`` with the key and model rows present: the first screen) and to
+  the whole key and model lists in (``complete``; each run waits for it);
 - ``widget_new_kernel``: the same as the first cell of a new kernel (restart first);
 - ``panel``: the Lab panel, from the click on the status bar meter to painted and
   filled in (the panel is closed in between).
@@ -63,6 +64,13 @@ WAIT_JS = """([selector, started]) => new Promise((resolve, reject) => {
 FILLED = (
     "{root} .lumen-profile[aria-busy='false']"
     ":has(.lumen-keys-table tr[data-row-key]):has(.lumen-models-table tr[data-row-key])"
+)
+# The whole key and model lists are in: the tables wait for nothing any more. Each run
+# waits for this too, so that no list still arriving weighs on the next run.
+COMPLETE = (
+    "{root} .lumen-profile[aria-busy='false']"
+    ":has(.lumen-keys-table:not([aria-busy='true']) tr[data-row-key])"
+    ":has(.lumen-models-table:not([aria-busy='true']) tr[data-row-key])"
 )
 
 
@@ -173,7 +181,7 @@ def measure(page: Any, trigger: Any, root: str, event: str) -> dict[str, Any]:
     # The input event's own time is kept too: Playwright's click first waits for the
     # element to be visible and stable (a few frames), which is not the page's work.
     page.evaluate(
-        f"""([painted, filled, event]) => {{
+        f"""([painted, filled, complete, event]) => {{
           const wait = {WAIT_JS};
           performance.clearMarks();
           const started = performance.now();
@@ -190,14 +198,16 @@ def measure(page: Any, trigger: Any, root: str, event: str) -> dict[str, Any]:
             started,
             input,
             painted: wait([painted, started]),
-            filled: wait([filled, started])
+            filled: wait([filled, started]),
+            complete: wait([complete, started])
           }};
         }}""",
-        [f"{root} .lumen-profile", FILLED.format(root=root), event],
+        [f"{root} .lumen-profile", FILLED.format(root=root), COMPLETE.format(root=root), event],
     )
     trigger()
     painted = page.evaluate("() => window.__lumenBench.painted")
     filled = page.evaluate("() => window.__lumenBench.filled")
+    complete = page.evaluate("() => window.__lumenBench.complete")
     input_ms = page.evaluate("() => window.__lumenBench.input")
     # Where the time went: the Lab panel's performance marks (lumen:*), from the input.
     marks = page.evaluate(
@@ -208,6 +218,7 @@ def measure(page: Any, trigger: Any, root: str, event: str) -> dict[str, Any]:
     return {
         "painted_ms": painted,
         "filled_ms": filled,
+        "complete_ms": complete,
         "input_ms": input_ms,
         "marks_ms": {name: round(at - input_ms, 1) for name, at in marks},
     }
@@ -339,7 +350,7 @@ def main() -> None:
         name: {
             **{
                 part: h.summary_ms([r[part] / 1000 for r in runs])
-                for part in ("painted_ms", "filled_ms")
+                for part in ("painted_ms", "filled_ms", "complete_ms")
             },
             **{
                 f"{part}_from_input": h.summary_ms([(r[part] - r["input_ms"]) / 1000 for r in runs])
