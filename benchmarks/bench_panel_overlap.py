@@ -16,21 +16,24 @@ of the same store (the profile benchmark's seed: 1,000,000 logged calls, 1,000 k
 - ``default``: no ``db_threads`` setting (the new default);
 - and any other counts given with ``--threads`` (e.g. ``--threads 1,2,default,8``).
 
-The servers run on core 0, everything else (the model calls' load generator, the demo
-backend, this script opening panels) on core 1 (``--no-pin``: anywhere), as in the
-gateway benchmark. In ``--rounds`` rounds, interleaved, each server gets three phases
-of ``--seconds``:
+Every process may run on every core (``--pin``: the servers on core 0, the load
+generator, the demo backend and this script on core 1, as in the gateway benchmark;
+then SQLite's readers cannot use a second core). In ``--rounds`` rounds, interleaved,
+each server gets three phases of ``--seconds`` (``--phases`` to choose):
 
 - ``calls``: model calls at ``--rate`` calls/s (``_loadgen.py``, its own process,
   ``--concurrency`` keep-alive connections on a steady schedule), non-streaming;
 - ``panels``: ``--panels`` panel openings per second, each the panel's first screen
-  (profile, the first 40 active keys, the first 40 models, the month's history: four
-  requests at once) and then its rest (every key, every model: two at once);
+  (profile, the first 40 active keys, the first 40 models, the history of ``--period``,
+  month by default: four requests at once) and then its rest (every key, every model:
+  two at once);
 - ``both``: the two together.
 
-Reported: model call latency p50/p99 (``calls`` and ``both``), the time until the
-last of a panel's first-screen answers p50/p95 and until the rest has arrived
-(``panels`` and ``both``). Results: ``benchmarks/results/panel_overlap-<utc>.json``.
+Reported: model call latency p50/p99 (``calls`` and ``both``; also the median of the
+rounds' p99, which a round disturbed by other work on the machine moves less), the
+time until the last of a panel's first-screen answers p50/p95 and until the rest has
+arrived (``panels`` and ``both``), and each first-screen request's own time.
+Results: ``benchmarks/results/panel_overlap-<utc>.json``.
 """
 
 from __future__ import annotations
@@ -119,32 +122,42 @@ def start(
     return server, created["key"]
 
 
-FIRST_SCREEN = (
-    "lumen/api/profile",
-    f"lumen/api/keys?include_revoked=false&limit={FIRST_PAGE}",
-    f"lumen/api/models?limit={FIRST_PAGE}",
-    "lumen/api/usage?period=month&group_by=model",
-)
+def first_screen(period: str) -> dict[str, str]:
+    """The panel's first requests, by part (the history of the period the panel shows)."""
+    return {
+        "profile": "lumen/api/profile",
+        "keys": f"lumen/api/keys?include_revoked=false&limit={FIRST_PAGE}",
+        "models": f"lumen/api/models?limit={FIRST_PAGE}",
+        "usage": f"lumen/api/usage?period={period}&group_by=model",
+    }
+
+
 REST = ("lumen/api/keys?include_revoked=true", "lumen/api/models")
 
 
-async def open_panels(server: h.JupyterServer, rate: float, seconds: float) -> dict[str, Any]:
+async def open_panels(
+    server: h.JupyterServer, rate: float, seconds: float, period: str
+) -> dict[str, Any]:
     """Open a panel ``rate`` times a second (each on its own schedule, overlapping when
     one takes longer than the interval): its first screen, then the rest."""
     first: list[float] = []
     whole: list[float] = []
+    parts: dict[str, list[float]] = {part: [] for part in first_screen(period)}
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(
         base_url=server.url, headers=server.auth, timeout=60, limits=limits
     ) as client:
 
-        async def get(path: str) -> None:
+        async def get(path: str, part: str | None = None) -> None:
+            started = time.perf_counter()
             response = await client.get(path)
             response.raise_for_status()
+            if part is not None:
+                parts[part].append(time.perf_counter() - started)
 
         async def panel() -> None:
             started = time.perf_counter()
-            await asyncio.gather(*(get(p) for p in FIRST_SCREEN))
+            await asyncio.gather(*(get(p, part) for part, p in first_screen(period).items()))
             first.append(time.perf_counter() - started)
             await asyncio.gather(*(get(p) for p in REST))
             whole.append(time.perf_counter() - started)
@@ -163,7 +176,12 @@ async def open_panels(server: h.JupyterServer, rate: float, seconds: float) -> d
         "opened": len(first),
         "first_screen_ms": h.summary_ms(first),
         "whole_ms": h.summary_ms(whole),
-        "samples": {"first_screen_ms": first, "whole_ms": whole},
+        "parts_ms": {part: h.summary_ms(values) for part, values in parts.items()},
+        "samples": {
+            "first_screen_ms": first,
+            "whole_ms": whole,
+            **{f"{part}_ms": values for part, values in parts.items()},
+        },
     }
 
 
@@ -203,7 +221,7 @@ async def phase(
     )
     if kind in ("panels", "both"):
         await asyncio.sleep(0.5)  # the load generator's connections and warm-up
-        out["panels"] = await open_panels(server, args.panels, seconds)
+        out["panels"] = await open_panels(server, args.panels, seconds, args.period)
     if calls is not None:
         out["calls"] = await calls
     return out
@@ -232,10 +250,16 @@ def main() -> None:
     )
     parser.add_argument("--phases", default="calls,panels,both")
     parser.add_argument(
-        "--no-pin", action="store_true", help="do not pin the servers to core 0 (the rest: 1)"
+        "--period",
+        default="month",
+        choices=["week", "month", "year", "all"],
+        help="the spending history the panels show (year: a read that is mostly SQL)",
+    )
+    parser.add_argument(
+        "--pin", action="store_true", help="the servers on core 0, everything else on core 1"
     )
     args = parser.parse_args()
-    pinned = not args.no_pin and (os.cpu_count() or 1) >= 2
+    pinned = args.pin and (os.cpu_count() or 1) >= 2
     args.server_cpus, args.others = ("0", "1") if pinned else (None, None)
     if pinned:  # this script (the panels' client) with the load generator and the backend
         os.sched_setaffinity(0, {1})
@@ -281,6 +305,11 @@ def main() -> None:
             "first_screen_with_calls_ms": pooled(kinds["both"], "panels", "first_screen_ms"),
             "whole_alone_ms": pooled(kinds["panels"], "panels", "whole_ms"),
             "whole_with_calls_ms": pooled(kinds["both"], "panels", "whole_ms"),
+            **{
+                f"{part}_with_calls_ms": pooled(kinds["both"], "panels", f"{part}_ms")
+                for part in first_screen(args.period)
+                if kinds["both"]
+            },
             # robust to a few rounds disturbed by other work on the machine
             "calls_with_panels_p99_median_of_rounds_ms": h.median(
                 [r["calls"]["latency_ms"]["p99"] for r in kinds["both"]]
@@ -331,6 +360,13 @@ def main() -> None:
             f"{s['calls_alone_p99_median_of_rounds_ms'] or float('nan'):.1f}, with panels "
             f"{s['calls_with_panels_p99_median_of_rounds_ms'] or float('nan'):.1f} ms)"
         )
+    for name, s in summary.items():
+        answered = ", ".join(
+            f"{part} {s[f'{part}_with_calls_ms']['p50']:.1f}"
+            for part in first_screen(args.period)
+            if f"{part}_with_calls_ms" in s
+        )
+        print(f"{name:12} each first-screen request, p50 with calls (ms): {answered}")
     print(f"results: {path}")
 
 

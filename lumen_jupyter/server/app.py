@@ -43,6 +43,9 @@ from .events import EventHub
 from .handlers import api_routes, unavailable_routes
 from .instance import InstanceKeeper
 
+SQLITE_DB_THREADS = 2
+"""Database threads on SQLite unless ``db_threads`` is set (see bench_panel_overlap.py)."""
+
 KERNEL_URL_ENV = "LUMEN_JUPYTER_URL"
 KERNEL_ROOT_ENV = "LUMEN_JUPYTER_ROOT"
 
@@ -163,9 +166,9 @@ class LumenJupyter(ExtensionApp):
     db_threads = Int(
         4,
         config=True,
-        help="Threads for database work off the event loop: the REST API's reads run in "
-        "parallel, on SQLite too (in WAL mode readers never wait for the writer; the books "
-        "of model calls are written by one thread of their own).",
+        help="Threads for database work off the event loop. Unless set explicitly, SQLite "
+        "uses two: its readers run in parallel (WAL), and more threads would only compete "
+        "for the GIL with the event loop (model calls' p99).",
     )
 
     @default("username")
@@ -292,7 +295,13 @@ class LumenJupyter(ExtensionApp):
             self.service, heartbeat_seconds=self.heartbeat_interval
         )
         self.instance_keeper.start(self.started_at)
-        self.executor = ThreadPoolExecutor(self.db_threads, thread_name_prefix="lumen-db")
+        # Reads run in parallel on SQLite too (WAL: readers never wait for the writer, and
+        # the books of model calls have the accountant's own thread). Two threads, unless
+        # ``db_threads`` is configured: the REST API's reads are mostly Python, and more
+        # threads competing for the GIL lengthen the model calls' tail while a panel loads.
+        sqlite_default = self.store.dialect == "sqlite" and "db_threads" not in configured
+        threads = SQLITE_DB_THREADS if sqlite_default else self.db_threads
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
         self.accountant = Accountant(self.store)
         self._guard_secrets(catalog)
         self.settings.update(
