@@ -9,7 +9,9 @@ a 100 MB stream costs no memory here.
 Spec fields: host, port, path, headers (dict), body (JSON value), concurrency,
 count (measured requests) or duration (s), warmup (requests, per run),
 ttft (bool: also time the first SSE event carrying content), sample (bool:
-return every latency).
+return every latency), rate (requests/s in all: each worker then sends its next
+request at its turn of a steady schedule, or at once when late, instead of as soon
+as the previous answer is in; latencies are measured from the send).
 """
 
 from __future__ import annotations
@@ -216,12 +218,24 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         )
         return proto
 
-    async def worker() -> None:
+    rate = float(spec["rate"]) if spec.get("rate") else None
+    started_at = time.perf_counter()
+
+    async def worker(index: int) -> None:
         nonlocal issued, done_warmup, bytes_total
         conn = await connect()
+        turn = 0
         while not state["stop"]:
             if count is not None and issued >= count + warmup:
                 break
+            if rate is not None:
+                due = started_at + (turn * concurrency + index) / rate
+                turn += 1
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if state["stop"]:
+                    break
             issued += 1
             if conn.lost:
                 conn = await connect()
@@ -262,7 +276,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(float(duration))
         state["stop"] = True
 
-    tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
+    tasks = [asyncio.ensure_future(worker(i)) for i in range(concurrency)]
     if duration is not None:
         tasks.append(asyncio.ensure_future(timer()))
     await asyncio.gather(*tasks)

@@ -66,6 +66,9 @@ ENDPOINTS: list[tuple[str, str]] = [
     ("keys", "lumen/api/keys"),
     ("keys?include_revoked=true", "lumen/api/keys?include_revoked=true"),
     ("models", "lumen/api/models"),
+    # what the profile's first screen asks for (then it fetches the whole lists)
+    ("keys first page", "lumen/api/keys?include_revoked=false&limit=40"),
+    ("models first page", "lumen/api/models?limit=40"),
     ("usage week", "lumen/api/usage?period=week&group_by=model"),
     ("usage month", "lumen/api/usage?period=month&group_by=model"),
     ("usage year", "lumen/api/usage?period=year&group_by=model"),
@@ -158,6 +161,8 @@ REQUEST_COLUMNS = [
     # the per-call cap (what was reserved) and no overrun
     "cap_micro",
     "overrun_micro",
+    # nothing reserved on a key's own budget (the seed's keys have none)
+    "key_reserved_micro",
 ]
 
 
@@ -429,7 +434,7 @@ class SqliteSink:
         self.conn.executemany(
             f"INSERT INTO lumen_requests ({','.join(REQUEST_COLUMNS)}) "
             f"VALUES ({self.placeholders})",
-            [(*r[:18], int(r[18]), int(r[19]), r[RESERVED], 0) for r in rows],
+            [(*r[:18], int(r[18]), int(r[19]), r[RESERVED], 0, 0) for r in rows],
         )
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
@@ -480,7 +485,7 @@ class PostgresSink:
             copy.write(text)
 
     def requests(self, rows: list[tuple[Any, ...]]) -> None:
-        self._copy("lumen_requests", REQUEST_COLUMNS, [(*r, r[RESERVED], 0) for r in rows])
+        self._copy("lumen_requests", REQUEST_COLUMNS, [(*r, r[RESERVED], 0, 0) for r in rows])
 
     def rows(self, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         self._copy(table, columns, rows)
@@ -522,6 +527,7 @@ def seed_stores(seed: Seed, sinks: list[Any]) -> dict[str, Any]:
             k.revoked_at,
             k.last_used_at,
             *k.counters,
+            0,
         )
         for k in seed.keys
     ]
@@ -545,6 +551,7 @@ def seed_stores(seed: Seed, sinks: list[Any]) -> dict[str, Any]:
                 "input_tokens",
                 "output_tokens",
                 "coins_micro",
+                "reserved_micro",
             ],
             key_rows,
         )
@@ -672,6 +679,7 @@ def breakdown(url: str, config: Path, secret: bytes, repeats: int = 7) -> dict[s
 
     from lumen_jupyter.core.accounts import Identity
     from lumen_jupyter.core.config import load_config_file
+    from lumen_jupyter.core.paging import Page
     from lumen_jupyter.core.service import LumenService
     from lumen_jupyter.store import Store
 
@@ -683,6 +691,8 @@ def breakdown(url: str, config: Path, secret: bytes, repeats: int = 7) -> dict[s
         "keys": lambda: service.list_keys(who, False),
         "keys?include_revoked=true": lambda: service.list_keys(who, True),
         "models": lambda: service.list_models(who),
+        "keys first page": lambda: service.list_keys_page(who, False, Page(limit=40)),
+        "models first page": lambda: service.list_models_page(who, Page(limit=40)),
         **{
             f"usage {p}": (lambda p=p: service.usage_history(who, p, None, "model"))
             for p in ("week", "month", "year", "all")

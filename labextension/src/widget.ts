@@ -38,6 +38,14 @@ interface Reply {
 const SECTIONS: Section[] = ['profile', 'balance', 'keys', 'models', 'spending'];
 const TIMEOUT_MS = 120_000;
 
+function count(value: unknown): number | null {
+  return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : null;
+}
+
+/**
+ * The view's state from the model's traits. A trait that did not change gives the same
+ * object as before, so the view leaves the parts it feeds alone.
+ */
 export function stateFromModel(model: WidgetModel): ProfileState {
   const period = model.get('period');
   return {
@@ -47,7 +55,9 @@ export function stateFromModel(model: WidgetModel): ProfileState {
     usage: model.get('usage') || null,
     period: PERIODS.includes(period) ? period : 'month',
     loading: Boolean(model.get('loading')),
-    error: model.get('error') || null
+    error: model.get('error') || null,
+    keysTotal: count(model.get('keys_total')),
+    modelsTotal: count(model.get('models_total'))
   };
 }
 
@@ -154,7 +164,7 @@ export class KernelActions implements ProfileActions {
   }
 }
 
-const TRAITS = ['profile', 'api_keys', 'models', 'usage', 'period', 'loading', 'error'];
+const TRAITS = ['profile', 'api_keys', 'models', 'usage', 'period', 'loading', 'error', 'keys_total', 'models_total'];
 
 function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
   const requested = model.get('section');

@@ -24,6 +24,7 @@ from sqlalchemy import Connection, bindparam, delete, or_, select, update
 
 from ..store.prepared import HotStatement
 from ..store.schema import api_keys
+from . import paging
 from .errors import AuthenticationFailed, BadRequest, BudgetExhausted, Conflict, NotFound
 from .keys import generate_key, hash_key, key_hint, looks_like_key
 from .money import format_coins
@@ -208,15 +209,49 @@ def revoke_key(conn: Connection, account_id: int, key_id: int, now: datetime) ->
     return "revoked"
 
 
-def list_keys(conn: Connection, account_id: int, include_revoked: bool) -> list[Any]:
+def _listed(account_id: int, include_revoked: bool) -> tuple[Any, ...]:
     statuses = ["active", "revoked"] if include_revoked else ["active"]
+    return (api_keys.c.account_id == account_id, api_keys.c.status.in_(statuses))
+
+
+def list_keys(conn: Connection, account_id: int, include_revoked: bool) -> list[Any]:
     return list(
         conn.execute(
             select(api_keys)
-            .where(api_keys.c.account_id == account_id, api_keys.c.status.in_(statuses))
+            .where(*_listed(account_id, include_revoked))
             .order_by(api_keys.c.name, api_keys.c.id)
         )
     )
+
+
+def list_keys_page(
+    conn: Connection, account_id: int, include_revoked: bool, page: paging.Page
+) -> tuple[list[Any], int]:
+    """A page of the account's keys in the profile's order (by name as
+    :func:`~.paging.name_order` compares names, then by id), and how many there are.
+
+    A part of the list costs a read of every key's id and name (to order them) and of
+    the page's rows only."""
+    where = _listed(account_id, include_revoked)
+    if page.everything:
+        rows = paging.in_name_order(
+            list(conn.execute(select(api_keys).where(*where))),
+            name=lambda row: str(row.name),
+            tie=lambda row: int(row.id),
+        )
+        return rows, len(rows)
+    order = paging.in_name_order(
+        list(conn.execute(select(api_keys.c.id, api_keys.c.name).where(*where))),
+        name=lambda row: str(row.name),
+        tie=lambda row: int(row.id),
+    )
+    wanted = [int(row.id) for row in page.of(order)]
+    if not wanted:
+        return [], len(order)
+    found = {
+        int(row.id): row for row in conn.execute(select(api_keys).where(api_keys.c.id.in_(wanted)))
+    }
+    return [found[key_id] for key_id in wanted], len(order)
 
 
 def find_active_key(conn: Connection, raw: str, secret: bytes) -> KeyOwner | None:

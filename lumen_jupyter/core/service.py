@@ -18,7 +18,7 @@ from sqlalchemy import Connection, bindparam, delete, select
 from ..store import Store
 from ..store.prepared import HotStatement
 from ..store.schema import accounts, api_keys, consents, user_pools
-from . import billing, key_limits, keyring, recovery, wire
+from . import billing, key_limits, keyring, paging, recovery, wire
 from .access import may_call, resolve_access
 from .accounts import Identity, account_id, ensure_account
 from .calls import Calls
@@ -35,7 +35,7 @@ from .keys import hash_key, looks_like_key
 from .ledger import add_to_balance, ensure_balance, read_balance, refill_if_due
 from .money import format_coins
 from .pools import ResolvedPool, next_refill_at, resolve_pool
-from .usage import Counters, Summary, history, profile_summary, summarize
+from .usage import Counters, Summary, history, model_counters, profile_summary, summarize
 
 _USER_POOL = HotStatement(
     select(user_pools.c.max_micro, user_pools.c.refresh_micro, user_pools.c.starting_micro).where(
@@ -224,6 +224,16 @@ class LumenService:
         now = self.clock.now()
         return [_key_json(row, now) for row in rows]
 
+    def list_keys_page(
+        self, who: Identity, include_revoked: bool, page: paging.Page
+    ) -> tuple[list[wire.Key], int]:
+        """A page of the keys in the profile's order, and how many there are."""
+        acct = self.account(who.username)
+        with self.store.read() as conn:
+            rows, total = keyring.list_keys_page(conn, acct, include_revoked, page)
+        now = self.clock.now()
+        return [_key_json(row, now) for row in rows], total
+
     def create_key(
         self,
         who: Identity,
@@ -377,6 +387,19 @@ class LumenService:
             self.model_json(model, access[name], summary.by_model.get(name, Counters()))
             for name, model in sorted(self.catalog.models.items())
         ]
+
+    def list_models_page(self, who: Identity, page: paging.Page) -> tuple[list[wire.Model], int]:
+        """A page of the Model Access rows in the profile's order, and how many there are."""
+        names = paging.in_name_order(list(self.catalog.models), name=str, tie=str)
+        shown = page.of(names)
+        acct = self.account(who.username)
+        access = self.access_map(who)
+        with self.store.read() as conn:
+            used = model_counters(conn, acct, None if page.everything else shown)
+        return [
+            self.model_json(self.catalog.models[name], access[name], used.get(name, Counters()))
+            for name in shown
+        ], len(names)
 
     def visible_models(self, who: Identity) -> list[tuple[ModelSpec, Access]]:
         """The models this user can call now, for the OpenAI ``GET /v1/models`` list.

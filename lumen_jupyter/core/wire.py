@@ -116,7 +116,11 @@ class CreatedKey(Key):
 
 
 class KeyList(TypedDict):
+    """The keys asked for (all of them, or a page: ``limit``/``offset``) and how many
+    there are in all."""
+
     keys: list[Key]
+    total: int
 
 
 class KeyRevoked(TypedDict):
@@ -152,7 +156,11 @@ class Model(TypedDict):
 
 
 class ModelList(TypedDict):
+    """The models asked for (all of them, or a page: ``limit``/``offset``) and how many
+    there are in all."""
+
     models: list[Model]
+    total: int
 
 
 class UsageValues(TypedDict):

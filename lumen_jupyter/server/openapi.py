@@ -66,6 +66,21 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
     prefix = f"{base_url.rstrip('/')}/lumen/api"
     key_id = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
     model_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    page = [
+        {
+            "name": "limit",
+            "in": "query",
+            "description": "Send at most this many (default: all), in the profile's order: "
+            "by name (case and accents ignored, numbers by value), then by id",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "description": "Skip this many first (default 0); `total` counts them all",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+        },
+    ]
     key_ref = _REF["Key"]
     model_ref = _REF["Model"]
     return {
@@ -92,9 +107,11 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
             },
             "/keys": {
                 "get": {
-                    "summary": "Personal API keys (active; revoked too with include_revoked)",
+                    "summary": "Personal API keys (active; revoked too with include_revoked), "
+                    "all of them or a page (limit, offset), with their total",
                     "parameters": [
-                        {"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}}
+                        {"name": "include_revoked", "in": "query", "schema": {"type": "boolean"}},
+                        *page,
                     ],
                     "responses": {
                         "200": _json(_REF["KeyList"]),
@@ -132,10 +149,12 @@ def openapi_document(base_url: str = "/") -> dict[str, Any]:
             },
             "/models": {
                 "get": {
-                    "summary": "Model Access rows: usage, access, consent, status, notice",
+                    "summary": "Model Access rows: usage, access, consent, status, notice; "
+                    "all of them or a page (limit, offset), with their total",
+                    "parameters": page,
                     "responses": {
                         "200": _json(_REF["ModelList"]),
-                        **_errors(403),
+                        **_errors(400, 403),
                     },
                 }
             },

@@ -14,6 +14,7 @@ from tornado import web
 
 from ..core import wire
 from ..core.errors import BadRequest
+from ..core.paging import Page, parse_page
 from .base import LumenHandler, RestHandler, lumen_endpoint
 from .events import EventsHandler
 from .openapi import openapi_document
@@ -49,12 +50,19 @@ class ProfileHandler(RestHandler):
         self.send_json(await self.run(self.service.profile, self.identity))
 
 
+def _page(handler: LumenHandler) -> Page:
+    return parse_page(
+        handler.get_query_argument("limit", None), handler.get_query_argument("offset", None)
+    )
+
+
 class KeysHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
         include = _flag(self, "include_revoked")
-        keys = await self.run(self.service.list_keys, self.identity, include)
-        listed: wire.KeyList = {"keys": keys}
+        page = _page(self)
+        keys, total = await self.run(self.service.list_keys_page, self.identity, include, page)
+        listed: wire.KeyList = {"keys": keys, "total": total}
         self.send_json(listed)
 
     @lumen_endpoint("write")
@@ -107,8 +115,10 @@ class KeyHandler(RestHandler):
 class ModelsHandler(RestHandler):
     @lumen_endpoint("read")
     async def get(self) -> None:
-        models: wire.ModelList = {"models": await self.run(self.service.list_models, self.identity)}
-        self.send_json(models)
+        page = _page(self)
+        models, total = await self.run(self.service.list_models_page, self.identity, page)
+        listed: wire.ModelList = {"models": models, "total": total}
+        self.send_json(listed)
 
 
 class ModelHandler(RestHandler):

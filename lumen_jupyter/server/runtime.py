@@ -42,6 +42,9 @@ from .settings import Lumen
 
 log = logging.getLogger("lumen_jupyter.runtime")
 
+SQLITE_DB_THREADS = 2
+"""Database threads on SQLite unless ``db_threads`` is set (see bench_panel_overlap.py)."""
+
 
 @dataclass
 class LumenRuntime:
@@ -222,10 +225,12 @@ def start_runtime(
     )
     keeper = InstanceKeeper(service, heartbeat_seconds=settings.heartbeat_interval)
     keeper.start(started_at)
-    # SQLite serializes writers anyway; more threads only add lock waits to the tail
-    # latency, so it gets one thread unless ``db_threads`` is configured explicitly.
+    # Reads run in parallel on SQLite too (WAL: readers never wait for the writer, and
+    # the books of model calls have the accountant's own thread). Two threads, unless
+    # ``db_threads`` is configured: the REST API's reads are mostly Python, and more
+    # threads competing for the GIL lengthen the model calls' tail while a panel loads.
     sqlite_default = store.dialect == "sqlite" and "db_threads" not in configured
-    threads = 1 if sqlite_default else settings.db_threads
+    threads = SQLITE_DB_THREADS if sqlite_default else settings.db_threads
     executor = ThreadPoolExecutor(threads, thread_name_prefix="lumen-db")
     guard_secrets(catalog, loggers)
     runtime = LumenRuntime(

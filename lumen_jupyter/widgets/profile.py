@@ -5,9 +5,16 @@
 same front-end bundle (``labextension/src/widget.ts`` over the shared views).
 
 Data flows one way: the source's JSON goes into synced traits (``profile``,
-``api_keys``, ``models``, ``usage``, ``loading``, ``error``); the front end sends
+``api_keys``, ``models``, ``usage``, ``loading``, ``error``, ``keys_total``,
+``models_total``); the front end sends
 intents as custom messages (``{"type": "intent", "method": ..., "args": ...,
 "request_id": ...}``) and gets a one-off ``reply`` message for each.
+
+The first load sends the first screen first: when the source can page
+(``key_page``, ``model_page``), ``api_keys`` holds the first page of the active keys
+and ``models`` the first page of the models, with ``keys_total`` / ``models_total``
+saying how many there are; the complete lists follow at once, and the totals go back
+to ``None``. A few dozen rows reach the browser before the ~0.5 MB of 1,000 keys.
 
 The secret rule: a new key's raw value is never put in a trait (widget state is
 saved into notebooks). It goes to the front end only inside the reply to
@@ -17,9 +24,9 @@ saved into notebooks). It goes to the front end only inside the reply to
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import anywidget
 import traitlets as t
@@ -30,6 +37,8 @@ from .refresh import LOOP, SUCCESSION, current_run
 from .source import ProfileSource, default_source
 
 PERIODS = ("week", "month", "year", "all")
+FIRST_PAGE = 40
+"""Rows of the keys and models tables the first screen needs (a dozen show)."""
 PARTS = ("profile", "keys", "models", "usage")
 SECRET_FIELDS = frozenset({"key", "raw_key", "secret"})
 NOTIFY_DELAY = LOOP.delay
@@ -64,6 +73,10 @@ class _ProfileWidget(anywidget.AnyWidget):
     period = t.Enum(PERIODS, default_value="month").tag(sync=True)
     loading = t.Bool(False).tag(sync=True)
     error = t.Unicode("").tag(sync=True)
+    #: While ``api_keys`` is the first page of the active keys: how many there are.
+    keys_total = t.Int(None, allow_none=True).tag(sync=True)
+    #: While ``models`` is the first page of the models: how many there are.
+    models_total = t.Int(None, allow_none=True).tag(sync=True)
 
     #: Which parts of the source this view shows.
     parts: ClassVar[tuple[str, ...]] = PARTS
@@ -113,9 +126,11 @@ class _ProfileWidget(anywidget.AnyWidget):
         LOOP.set_interval(self, seconds)
 
     def refresh(self) -> bool:
-        """Load everything this view shows. Returns False (and sets ``error``) on failure."""
+        """Load everything this view shows. Returns False (and sets ``error``) on failure.
+
+        The first time, the first screen comes first (see the module's docstring)."""
         try:
-            return self._load(self.parts)
+            return self._load(self.parts, first=not self._loaded.is_set())
         finally:
             self._loaded.set()
 
@@ -138,39 +153,73 @@ class _ProfileWidget(anywidget.AnyWidget):
                 self.period = period
                 self.usage = usage
 
-    def _fetch(self, part: str) -> Any:
+    def _pages(self) -> bool:
+        """Whether the source can send a first page of the keys and of the models."""
+        return callable(getattr(self.source, "key_page", None)) and callable(
+            getattr(self.source, "model_page", None)
+        )
+
+    def _fetch(self, part: str, first_page: bool = False) -> dict[str, Any]:
+        """The traits that show ``part``: a first page (with its total) or all of it."""
         if part == "profile":
-            return self.source.profile()
+            return {"profile": self.source.profile()}
         if part == "keys":
-            return _without_secrets(self.source.keys(include_revoked=True))
+            if first_page:
+                page = cast(Any, self.source).key_page(include_revoked=False, limit=FIRST_PAGE)
+                return {"api_keys": _without_secrets(page["keys"]), "keys_total": page["total"]}
+            return {
+                "api_keys": _without_secrets(self.source.keys(include_revoked=True)),
+                "keys_total": None,
+            }
         if part == "models":
-            return self.source.models()
+            if first_page:
+                page = cast(Any, self.source).model_page(limit=FIRST_PAGE)
+                rows = page["models"]
+                return {
+                    "models": rows,
+                    "models_total": page["total"] if len(rows) < page["total"] else None,
+                }
+            return {"models": self.source.models(), "models_total": None}
         if part == "usage":
-            return self.source.usage(period=self.period, group_by=self.group_by)
+            return {"usage": self.source.usage(period=self.period, group_by=self.group_by)}
         raise ValueError(part)
 
-    def _load(self, parts: Iterable[str]) -> bool:
+    def _load(self, parts: Iterable[str], *, first: bool = False) -> bool:
         wanted = [p for p in parts if p in self.parts]
         if not wanted or self._closed:
             return True
         with self._lock:
             self.loading = True
-            failure: BaseException | None = None
-            # The parts are fetched at once (the source's HTTP client keeps its connections)
-            # and each is shown as soon as it arrives.
-            pending = {_FETCHERS.submit(self._fetch, part): part for part in wanted}
-            for future in as_completed(pending):
-                try:
-                    value = future.result()
-                except Exception as exc:
-                    failure = failure or exc
-                    continue
-                part = pending[future]
-                setattr(self, "api_keys" if part == "keys" else part, value)
+            paged = first and self._pages()
+            failure = self._fetch_all(wanted, first_page=paged)
             with self.hold_sync():
                 self.error = f"Could not load the profile: {_message(failure)}" if failure else ""
                 self.loading = False
+            if paged and failure is None:
+                # The rest, after the first screen: the revoked keys too, and every model.
+                rest = [p for p in ("keys", "models") if p in wanted]
+                if "models" in rest and self.models_total is None:
+                    rest.remove("models")
+                failure = self._fetch_all(rest)
+                if failure is not None:
+                    self.error = f"Could not load the profile: {_message(failure)}"
             return failure is None
+
+    def _fetch_all(self, parts: Sequence[str], *, first_page: bool = False) -> BaseException | None:
+        """Fetch ``parts`` at once (the source's HTTP client keeps its connections) and
+        show each as soon as it arrives; the first failure, if any."""
+        failure: BaseException | None = None
+        pending = {_FETCHERS.submit(self._fetch, part, first_page): part for part in parts}
+        for future in as_completed(pending):
+            try:
+                traits = future.result()
+            except Exception as exc:
+                failure = failure or exc
+                continue
+            with self.hold_sync():
+                for name, value in traits.items():
+                    setattr(self, name, value)
+        return failure
 
     # -- intents from the front end -------------------------------------------------------
 

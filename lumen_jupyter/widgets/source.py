@@ -5,6 +5,11 @@ their own. The kernel-side client (``lumen_jupyter.kernel.client.LumenClient``)
 is the usual source; a test or another host can pass anything that fits
 :class:`ProfileSource`. Every method returns the JSON of the profile REST API
 (``lumen_jupyter/server/openapi.py``).
+
+A source may also have ``key_page(include_revoked=False, *, limit, offset=0)`` and
+``model_page(*, limit, offset=0)``, answering ``{"keys"|"models": [...], "total": n}``
+as ``GET keys`` / ``GET models`` do with ``limit`` and ``offset``: the widgets then show
+the first screen's rows before fetching the whole lists (the kernel client has both).
 """
 
 from __future__ import annotations

@@ -365,3 +365,29 @@ def test_the_profile_sums_agree_with_the_counter_rows(seeded: LumenService) -> N
     assert summed.total.last_used_at == rows.total.last_used_at
     assert summed.favorite_model == rows.favorite_model is not None
     assert summed.chat_conversations == rows.chat_conversations > 0
+
+
+def test_model_counters_summed_by_the_database_agree_with_the_counter_rows(
+    seeded: LumenService,
+) -> None:
+    """A page of the Model Access table reads its models' sums; they equal the
+    row-by-row summary, for all models and for a few."""
+    from lumen_jupyter.core.paging import Page
+    from lumen_jupyter.core.usage import model_counters, summarize
+
+    alice = who("alice", ("default", "physics"))
+    acct = seeded.account(alice.username)
+    with seeded.store.read() as conn:
+        rows = summarize(conn, acct)
+        every = model_counters(conn, acct)
+        some = model_counters(conn, acct, ["beta", "unknown"])
+        none = model_counters(conn, acct, [])
+    assert set(every) == set(rows.by_model) == {"alpha", "beta", "gamma"}
+    assert every == rows.by_model
+    assert some == {"beta": rows.by_model["beta"]} and none == {}
+    assert every["alpha"].last_used_at == at(TODAY, 11, 30)
+    whole, total = seeded.list_models_page(alice, Page())
+    assert whole == seeded.list_models(alice) and total == 3
+    page, total = seeded.list_models_page(alice, Page(limit=1, offset=1))
+    assert page == [whole[1]] and page[0]["name"] == "beta" and total == 3
+    assert page[0]["usage"]["requests"] == 3

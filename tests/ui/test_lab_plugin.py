@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
@@ -24,7 +25,7 @@ METER = ".lumen-status-item"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabServer]:
-    yield from start_lab(tmp_path_factory)
+    yield from start_lab(tmp_path_factory, checkout_frontend=True)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +149,47 @@ def test_click_opens_the_profile_panel(page: Page, server: LabServer) -> None:
     expect(panel.locator("[data-tile='coins-available'] .lumen-balance")).to_have_text(
         api["pool"]["balance"]["text"], timeout=2_000
     )
+
+
+def test_a_panel_closed_while_it_loads_and_opened_again_fills_in(
+    page: Page, server: LabServer
+) -> None:
+    """The first page of the keys is held back until the panel has been closed and
+    opened again: the new panel loads afresh instead of waiting on the forgotten load."""
+    tab = page.locator(".lm-TabBar-tab", has_text="Lumen Profile")
+    if tab.count():
+        tab.locator(".lm-TabBar-tabCloseIcon").click()
+        expect(page.locator(".lumen-panel")).to_have_count(0)
+    server.api("POST", "keys", {"name": "held-back"})
+    held: list[Any] = []
+
+    def hold_the_first(route: Any) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)
+
+    first_page = re.compile(r"/lumen/api/keys\?include_revoked=false&limit=")
+    page.route(first_page, hold_the_first)
+    page.locator(METER).click()
+    expect(page.locator(".lumen-panel .lumen-profile")).to_be_visible(timeout=30_000)
+    for _ in range(100):
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert held, "the panel asked for no first page of keys"
+    tab.locator(".lm-TabBar-tabCloseIcon").click()
+    expect(page.locator(".lumen-panel")).to_have_count(0)
+    page.locator(METER).click()
+    page.wait_for_timeout(200)  # the new panel's requests are out
+    held[0].continue_()
+    page.unroute(first_page)
+    panel = page.locator(".lumen-panel .lumen-profile")
+    expect(panel).to_have_attribute("aria-busy", "false", timeout=15_000)
+    expect(panel.locator(".lumen-keys-table")).to_have_attribute("aria-busy", "false")
+    names = {k["name"] for k in server.api("GET", "keys")["keys"]}
+    shown = panel.locator(".lumen-keys-table td[data-column='name']").all_text_contents()
+    assert names and set(shown) == names
 
 
 def test_palette_and_menu_commands(page: Page, server: LabServer) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from lumen_jupyter.core.paging import name_order
 from tests.widgets.fake_source import FakeSource
 
 from .conftest import REPO
@@ -37,6 +38,10 @@ const model = {
   on: (event, callback) => { (handlers[event] ||= []).push(callback); },
   off: () => {},
   send: content => window.sent.push(content),
+};
+window.setState = patch => {
+  Object.assign(state, patch);
+  for (const key of Object.keys(patch)) (handlers['change:' + key] || []).forEach(cb => cb());
 };
 window.reply = (content, buffers) =>
   (handlers['msg:custom'] || []).forEach(cb => cb(content, buffers));
@@ -87,6 +92,22 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     profile["tiles"]["coins_used"] = {"micro": 1, "text": "0.000001"}
     (root / "broken-avatar.json").write_text(
         json.dumps({**_state(small), "profile": profile}), encoding="utf-8"
+    )
+    # The first screen of the big account: the first 40 active keys and 40 models, in the
+    # server's order, with their totals (what a host sends before the whole lists).
+    active = [k for k in big.keys(include_revoked=True) if k["status"] == "active"]
+    models = big.models()
+    first = {
+        **_state(big),
+        "api_keys": sorted(active, key=lambda k: name_order(k["name"]))[:40],
+        "keys_total": len(active),
+        "models": sorted(models, key=lambda m: name_order(m["name"]))[:40],
+        "models_total": len(models),
+    }
+    (root / "first-page.json").write_text(json.dumps(first), encoding="utf-8")
+    (root / "whole.json").write_text(
+        json.dumps({"api_keys": big.keys(include_revoked=True), "models": models}),
+        encoding="utf-8",
     )
     good = json.loads(json.dumps(profile))
     good["user"]["avatar_url"] = "/avatar.svg"
@@ -286,3 +307,59 @@ def test_no_column_header_is_cut_off(page: Page, site: str, width: int) -> None:
     assert headers.count() >= 14
     cut = page.evaluate(HEADERS_CUT)
     assert cut == [], cut
+
+
+def test_a_first_page_shows_with_room_for_the_rest_and_waits_to_sort(page: Page, site: str) -> None:
+    """The first 40 active keys of 857 show at once, the scroll bar already as long as
+    all of them; sorting, "Show deleted keys" and the model search wait for the whole
+    lists and then apply to all of them."""
+    mount(page, site + "index.html?state=first-page.json")
+    keys = page.locator(".lumen-keys-table")
+    rows = keys.locator("tbody tr[data-row-key]")
+    expect(keys).to_have_attribute("aria-busy", "true")
+    expect(keys).to_have_attribute("aria-rowcount", "858")
+    expect(keys).to_have_attribute("data-rows", "40")
+    names = rows.evaluate_all("rs => rs.map(r => r.querySelector('td').textContent)")
+    assert len(names) == 40
+    assert names == sorted(names, key=name_order)
+    wrap = page.locator(".lumen-keys .lumen-table-wrap")
+    row = rows.first.evaluate("r => r.getBoundingClientRect().height")
+    assert abs(wrap.evaluate("e => e.scrollHeight") - 858 * row) < 3 * row
+    # Scrolled past what has arrived: room, no rows, nothing broken.
+    wrap.evaluate("e => { e.scrollTop = e.scrollHeight / 2; }")
+    page.wait_for_timeout(100)
+    expect(keys.locator("tbody tr[data-row-key]")).to_have_count(0)
+    wrap.evaluate("e => { e.scrollTop = 0; }")
+    expect(rows).to_have_count(40)
+    # Sorting now waits for every key.
+    keys.locator("th[data-column='coins'] button").click()
+    expect(keys.locator("th[data-column='coins']")).to_have_attribute("aria-sort", "descending")
+    expect(keys.locator("tbody")).to_have_text("Sorting when all 857 rows have arrived…")
+    models = page.locator(".lumen-models-table")
+    page.get_by_label("Search models by name").fill("beta")
+    expect(models.locator("tbody")).to_have_text("Loading all 200 models…")
+    expect(page.locator(".lumen-models .lumen-count")).to_have_text("200 models (loading the list)")
+    page.get_by_text("Show deleted keys").click()
+    expect(keys.locator("tbody")).to_have_text("Loading the deleted keys…")
+    # The whole lists arrive: the sort, the search and the box apply to all of them.
+    page.evaluate(
+        """async () => {
+            const whole = await (await fetch('whole.json')).json();
+            window.setState({...whole, keys_total: null, models_total: null});
+        }"""
+    )
+    expect(keys).to_have_attribute("aria-busy", "false")
+    expect(keys).to_have_attribute("data-rows", "1000")
+    coins = keys.locator("tbody tr[data-row-key] td[data-column='coins']")
+    expect(coins.first).to_be_visible()
+    shown = coins.evaluate_all("cs => cs.map(c => Number(c.textContent.replace(/[^0-9.]/g, '')))")
+    assert shown == sorted(shown, reverse=True) and shown[0] > 0
+    matching = page.evaluate(
+        """async () => (await (await fetch('whole.json')).json()).models
+            .filter(m => m.name.toLowerCase().includes('beta') && m.active
+                    && m.status !== 'disabled' && m.access !== 'blocked').length"""
+    )
+    expect(models).to_have_attribute("data-rows", str(matching))
+    assert matching > 0
+    page.get_by_text("Show deleted keys").click()
+    expect(keys).to_have_attribute("data-rows", "857")

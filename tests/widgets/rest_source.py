@@ -68,6 +68,13 @@ class RestSource:
     def keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
         return self._call("GET", "keys", include_revoked=include_revoked)["keys"]  # type: ignore[no-any-return]
 
+    def key_page(
+        self, include_revoked: bool = False, *, limit: int, offset: int = 0
+    ) -> dict[str, Any]:
+        return self._call(  # type: ignore[no-any-return]
+            "GET", "keys", include_revoked=include_revoked, limit=limit, offset=offset
+        )
+
     def create_key(self, name: str | None = None) -> dict[str, Any]:
         return self._call("POST", "keys", {} if name is None else {"name": name})  # type: ignore[no-any-return]
 
@@ -80,6 +87,9 @@ class RestSource:
 
     def models(self) -> list[dict[str, Any]]:
         return self._call("GET", "models")["models"]  # type: ignore[no-any-return]
+
+    def model_page(self, *, limit: int, offset: int = 0) -> dict[str, Any]:
+        return self._call("GET", "models", limit=limit, offset=offset)  # type: ignore[no-any-return]
 
     def consent(self, name: str, notice_digest: str | None = None) -> dict[str, Any]:
         body = {} if notice_digest is None else {"notice_digest": notice_digest}

@@ -66,6 +66,35 @@ async def test_the_widgets_at_the_package_top(source: RestSource) -> None:
         _ = lumen_jupyter.Profil  # type: ignore[attr-defined]
 
 
+async def test_the_first_screen_comes_first_then_the_whole_lists(
+    source: RestSource, sent: list[Sent]
+) -> None:
+    """45 keys (5 revoked): the front end gets the first 40 active keys with their total
+    before it gets all of them; the totals go back to None once the lists are whole."""
+    for i in range(45):
+        created = await run(source.create_key, f"key {i}")
+        if i % 9 == 4:
+            await run(source.revoke_key, created["id"])
+    profile = await make(widgets.Profile, source)
+    updates = [
+        m.data["state"]
+        for m in sent
+        if m.msg_type == "comm_msg" and m.data.get("method") == "update"
+    ]
+    keys = [(len(u["api_keys"]), u.get("keys_total", "unset")) for u in updates if "api_keys" in u]
+    assert keys[0] == (40, 40), keys
+    assert keys[-1] == (45, None), keys
+    first_page = next(u["api_keys"] for u in updates if "api_keys" in u)
+    assert all(k["status"] == "active" for k in first_page)
+    assert [k["name"] for k in first_page[:3]] == ["key 0", "key 1", "key 2"]
+    assert [k["name"] for k in first_page[-2:]] == ["key 43", "key 44"]
+    assert profile.keys_total is None and profile.models_total is None
+    assert len(profile.api_keys) == 45
+    # The demo's three models fit the first page: no second request for them.
+    assert [path for _, path in source.calls].count("models") == 1
+    assert ("GET", "keys") in source.calls
+
+
 @pytest.mark.parametrize(
     ("cls", "section", "calls"),
     [

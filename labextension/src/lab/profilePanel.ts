@@ -1,14 +1,22 @@
-/** The Profile panel of JupyterLab's main area: the shared views fed over REST. */
+/**
+ * The Profile panel of JupyterLab's main area: the shared views fed over REST.
+ *
+ * Opening it paints the view's skeleton at once: the requests go out as the panel is
+ * attached, and the view takes the controller's state from the next animation frame
+ * on, so the work of filling it in never delays the frame that shows the panel.
+ */
 
 import { Widget } from '@lumino/widgets';
 import { ProfileView } from '../views/profileView';
+import { emptyState } from '../views/types';
 import type { RestProfileController } from './restController';
 
 export const REFRESH_SECONDS = 60;
 
 export class ProfilePanel extends Widget {
   private readonly view: ProfileView;
-  private readonly unsubscribe: () => void;
+  private unsubscribe: (() => void) | null = null;
+  private frame = 0;
 
   /** Seconds between refreshes while the panel shows (0: never). */
   refreshSeconds = REFRESH_SECONDS;
@@ -21,13 +29,22 @@ export class ProfilePanel extends Widget {
     this.title.caption = 'Your coin balance, API keys, model access and spending';
     this.title.closable = true;
     this.view = new ProfileView(controller);
+    this.view.update({ ...emptyState(), loading: true });
     this.node.appendChild(this.view.el);
-    this.unsubscribe = controller.subscribe(state => this.view.update(state));
   }
 
   protected onAfterAttach(): void {
     void this.controller.refresh().catch(() => undefined);
     this.controller.startPolling(this.refreshSeconds);
+    if (!this.unsubscribe && !this.frame) {
+      this.frame = requestAnimationFrame(() => {
+        this.frame = 0;
+        performance.mark('lumen:panel-frame');
+        if (!this.isDisposed) {
+          this.unsubscribe = this.controller.subscribe(state => this.view.update(state));
+        }
+      });
+    }
   }
 
   /** Change the refresh interval; restarts the timer when the panel shows. */
@@ -47,7 +64,9 @@ export class ProfilePanel extends Widget {
       return;
     }
     this.controller.stopPolling();
-    this.unsubscribe();
+    cancelAnimationFrame(this.frame);
+    this.unsubscribe?.();
+    this.controller.forgetLists();
     this.view.dispose();
     super.dispose();
   }

@@ -5,7 +5,34 @@
 
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
-import type { ApiKey, CreatedKey, KeyLimits, ModelInfo, Period, Profile, UsageHistory } from '../views/types';
+import type {
+  ApiKey,
+  CreatedKey,
+  KeyLimits,
+  KeyList,
+  ModelInfo,
+  ModelList,
+  Period,
+  Profile,
+  UsageHistory
+} from '../views/types';
+
+/** Which rows of a long list to fetch: `limit` of them (all when left out) after `offset`. */
+export interface PageRequest {
+  limit?: number;
+  offset?: number;
+}
+
+function pageQuery(page: PageRequest): string {
+  let query = '';
+  if (page.limit !== undefined) {
+    query += `&limit=${page.limit}`;
+  }
+  if (page.offset) {
+    query += `&offset=${page.offset}`;
+  }
+  return query;
+}
 
 /** lumen could not load its configuration: every REST call answers 503 with the reason. */
 export class LumenConfigError extends Error {
@@ -53,8 +80,12 @@ export class LumenRestClient {
   }
 
   async keys(includeRevoked = false): Promise<ApiKey[]> {
-    const data = await this.call<{ keys: ApiKey[] }>('GET', `keys?include_revoked=${includeRevoked}`);
-    return data.keys;
+    return (await this.keyList(includeRevoked)).keys;
+  }
+
+  /** The keys, or a page of them, with how many there are. */
+  keyList(includeRevoked = false, page: PageRequest = {}): Promise<KeyList> {
+    return this.call('GET', `keys?include_revoked=${includeRevoked}${pageQuery(page)}`);
   }
 
   createKey(name?: string): Promise<CreatedKey> {
@@ -70,8 +101,13 @@ export class LumenRestClient {
   }
 
   async models(): Promise<ModelInfo[]> {
-    const data = await this.call<{ models: ModelInfo[] }>('GET', 'models');
-    return data.models;
+    return (await this.modelList()).models;
+  }
+
+  /** The models, or a page of them, with how many there are. */
+  modelList(page: PageRequest = {}): Promise<ModelList> {
+    const query = pageQuery(page);
+    return this.call('GET', query ? `models?${query.slice(1)}` : 'models');
   }
 
   consent(name: string, noticeDigest: string | null): Promise<ModelInfo> {

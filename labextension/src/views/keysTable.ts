@@ -3,6 +3,9 @@
  * (Name, Hint, Requests, Tokens, Coins, Budget, Expires, Last Used, Actions); a key's
  * budget and expiry are chosen in the New API Key dialog. Revoked keys are
  * struck through and shown only when asked; Revoke asks for confirmation.
+ *
+ * While the host has only the first page of the active keys (`keysTotal`), those show
+ * in the table with room for the others; "Show deleted keys" waits for the whole list.
  */
 
 import type { ViewContext } from './context';
@@ -45,6 +48,10 @@ export class KeysSection {
   private readonly newButton: HTMLButtonElement;
   private readonly message: HTMLElement;
   private keys: ApiKey[] = [];
+  /** How many active keys there are while `keys` holds only the first of them, else null. */
+  private total: number | null = null;
+  /** Whether a list has arrived (before that an empty table says it is loading). */
+  private ready = false;
 
   constructor(private readonly ctx: ViewContext) {
     const columns: TableColumn<ApiKey>[] = [
@@ -181,12 +188,31 @@ export class KeysSection {
     );
   }
 
-  update(state: ProfileState): void {
+  update(state: ProfileState, all = true): void {
+    const ready = this.ready || !state.loading || state.keys.length > 0 || state.keysTotal !== null;
+    if (!all && state.keys === this.keys && state.keysTotal === this.total && ready === this.ready) {
+      return;
+    }
     this.keys = state.keys;
+    this.total = state.keysTotal;
+    this.ready = ready;
     this.renderRows();
   }
 
   private renderRows(): void {
+    if (!this.ready) {
+      this.table.setRows([], 'Loading your keys…');
+      return;
+    }
+    if (this.total !== null) {
+      if (this.showDeleted.checked) {
+        this.table.showWaiting('Loading the deleted keys…');
+      } else {
+        const empty = 'No active API keys. Create one with “+ New API Key”.';
+        this.table.setFirstRows(this.keys, this.total, empty);
+      }
+      return;
+    }
     const rows = this.showDeleted.checked ? this.keys : this.keys.filter(k => k.status !== 'revoked');
     const revoked = this.keys.length - this.keys.filter(k => k.status !== 'revoked').length;
     const empty =

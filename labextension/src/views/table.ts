@@ -12,7 +12,13 @@
  * A link before the table, shown when focused, moves focus past it: a keyboard user
  * need not Tab through a thousand rows to reach what follows. Rows have a fixed
  * height in the style sheet; the first measured height is kept for every table of
- * the page, so the rows are laid out once instead of again after measuring.
+ * the page, so the rows are laid out once instead of again after measuring. Rendering
+ * reads no layout (the scroll position is the one the last scroll event saw), so the
+ * browser lays the table out once, at its next frame.
+ *
+ * While only the first rows have arrived (`setFirstRows`: the first page of a list in
+ * the table's first order), the table shows them with room for the rest, and a sort
+ * asked for meanwhile waits for all of them (`showWaiting` says what it waits for).
  */
 
 import { h, replaceChildren } from './dom';
@@ -61,10 +67,17 @@ export class SortableTable<T> {
   private readonly headers = new Map<string, HTMLTableCellElement>();
   private rows: readonly T[] = [];
   private sorted: T[] = [];
+  /** How many rows the table has room for: more than `sorted` while the rest is coming. */
+  private total = 0;
+  /** What the table waits for before it shows rows again (`showWaiting`), or null. */
+  private waiting: string | null = null;
+  /** The text shown instead of rows while waiting (for the caller, or to sort), or null. */
+  private notice: string | null = null;
   private sortState: SortState;
   private emptyText: string;
   private rowHeight = measuredRowHeight;
   private viewHeight = 0;
+  private scrollTop = 0;
   private rendered: [number, number] = [0, 0];
   private frame = 0;
   private measuring = 0;
@@ -139,9 +152,9 @@ export class SortableTable<T> {
     return this.sortState;
   }
 
-  /** How many rows the table holds (rendered or not). */
+  /** How many rows the table holds (rendered or not; arrived or not). */
   get rowCount(): number {
-    return this.sorted.length;
+    return this.total;
   }
 
   sortBy(columnId: string): void {
@@ -155,22 +168,53 @@ export class SortableTable<T> {
   }
 
   setRows(rows: readonly T[], empty?: string): void {
+    this.setFirstRows(rows, rows.length, empty);
+  }
+
+  /**
+   * The first rows of `total`, in the table's first sort order (the rest is coming).
+   * They show as long as that order is chosen; another sort waits for all of them.
+   */
+  setFirstRows(rows: readonly T[], total: number, empty?: string): void {
     this.rows = rows;
+    this.total = Math.max(total, rows.length);
+    this.waiting = null;
     if (empty !== undefined) {
       this.emptyText = empty;
     }
     this.resort();
   }
 
+  /** Show only `text` (what the table waits for) until rows are set again. */
+  showWaiting(text: string): void {
+    this.rows = [];
+    this.total = 0;
+    this.waiting = text;
+    this.resort();
+  }
+
+  private get partial(): boolean {
+    return this.total > this.rows.length;
+  }
+
   private get windowed(): boolean {
-    return this.sorted.length > (this.options.windowAbove ?? DEFAULT_WINDOW_ABOVE);
+    return this.total > (this.options.windowAbove ?? DEFAULT_WINDOW_ABOVE);
   }
 
   private resort(): void {
-    this.sorted = sortRows(this.rows, this.options.columns, this.sortState, this.options.tieBreak);
-    this.table.setAttribute('aria-rowcount', String(this.sorted.length + 1));
+    const initial = this.options.sort;
+    const sortWaits =
+      this.partial &&
+      (this.sortState.column !== initial.column || this.sortState.direction !== initial.direction);
+    this.notice = this.waiting ?? (sortWaits ? `Sorting when all ${this.total} rows have arrived…` : null);
+    this.sorted = this.notice
+      ? []
+      : sortRows(this.rows, this.options.columns, this.sortState, this.options.tieBreak);
+    const total = this.notice ? 0 : this.total;
+    this.table.setAttribute('aria-rowcount', String(total + 1));
+    this.table.setAttribute('aria-busy', String(this.partial || this.notice !== null));
     this.table.dataset.rows = String(this.sorted.length);
-    this.skipLink.textContent = `Skip the table: ${this.options.caption} (${this.sorted.length} rows)`;
+    this.skipLink.textContent = `Skip the table: ${this.options.caption} (${total} rows)`;
     this.renderBody(true);
   }
 
@@ -186,24 +230,26 @@ export class SortableTable<T> {
 
   /** The range of rows to have in the document for the current scroll position. */
   private range(): [number, number] {
-    const total = this.sorted.length;
+    const total = this.total;
     if (!this.windowed) {
       return [0, total];
     }
     // Only cached sizes here: reading layout while rendering would force it early.
     const rowHeight = this.rowHeight || FALLBACK_ROW_HEIGHT;
     const view = this.viewHeight || FALLBACK_VIEW_HEIGHT;
-    const first = Math.max(0, Math.floor(this.scroller.scrollTop / rowHeight) - OVERSCAN);
-    const last = Math.min(total, Math.ceil((this.scroller.scrollTop + view) / rowHeight) + OVERSCAN);
+    const first = Math.max(0, Math.floor(this.scrollTop / rowHeight) - OVERSCAN);
+    const last = Math.min(total, Math.ceil((this.scrollTop + view) / rowHeight) + OVERSCAN);
     return [first, Math.max(last, Math.min(total, first + 2 * OVERSCAN))];
   }
 
   private onScroll(): void {
+    this.scrollTop = this.scroller.scrollTop;
     if (!this.windowed || this.frame) {
       return;
     }
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
+      this.scrollTop = this.scroller.scrollTop;
       this.viewHeight = this.scroller.clientHeight;
       const [first, last] = this.range();
       const [shownFirst, shownLast] = this.rendered;
@@ -286,8 +332,8 @@ export class SortableTable<T> {
         this.body,
         h(
           'tr',
-          { class: 'lumen-empty-row' },
-          h('td', { text: this.emptyText, attrs: { colspan: columns.length } })
+          { class: this.notice ? 'lumen-empty-row lumen-waiting-row' : 'lumen-empty-row' },
+          h('td', { text: this.notice ?? this.emptyText, attrs: { colspan: columns.length } })
         )
       );
       return;
@@ -299,7 +345,9 @@ export class SortableTable<T> {
     if (first > 0) {
       fragment.appendChild(this.spacer(first * rowHeight));
     }
-    for (let index = first; index < last; index++) {
+    // Rows past the ones that have arrived (while the rest is coming) are room only.
+    const end = Math.max(first, Math.min(last, this.sorted.length));
+    for (let index = first; index < end; index++) {
       const row = this.sorted[index];
       const tr = document.createElement('tr');
       tr.setAttribute('aria-rowindex', String(index + 2));
@@ -327,8 +375,8 @@ export class SortableTable<T> {
       }
       fragment.appendChild(tr);
     }
-    if (last < this.sorted.length) {
-      fragment.appendChild(this.spacer((this.sorted.length - last) * rowHeight));
+    if (end < this.total) {
+      fragment.appendChild(this.spacer((this.total - end) * rowHeight));
     }
     this.body.textContent = '';
     this.body.appendChild(fragment);

@@ -91,6 +91,12 @@ export interface ApiKey {
   expired: boolean;
 }
 
+/** `GET keys`: all the keys asked for, or a page of them (`limit`, `offset`), and their total. */
+export interface KeyList {
+  keys: ApiKey[];
+  total: number;
+}
+
 /** The limits a new key may be saved with (coins; a lifetime such as "7d"). */
 export interface KeyLimits {
   budget?: string;
@@ -131,6 +137,12 @@ export interface ModelInfo {
   usage: Counters;
 }
 
+/** `GET models`: all the models, or a page of them (`limit`, `offset`), and their total. */
+export interface ModelList {
+  models: ModelInfo[];
+  total: number;
+}
+
 export type Period = 'week' | 'month' | 'year' | 'all';
 export const PERIODS: Period[] = ['week', 'month', 'year', 'all'];
 
@@ -164,7 +176,20 @@ export interface UsageHistory {
 /** Which part of the page a host shows. */
 export type Section = 'profile' | 'balance' | 'keys' | 'models' | 'spending';
 
-/** Everything the views render; hosts replace it as a whole on every change. */
+/** How many rows the first screen of a table needs from the server (a dozen show). */
+export const FIRST_PAGE = 40;
+
+/**
+ * Everything the views render; hosts replace it as a whole on every change, and keep
+ * the parts that did not change (the same arrays), which the views then skip.
+ *
+ * The first screen needs only the first rows of the long lists: a host may fill
+ * `keys` with the first page of the *active* keys and `models` with the first page
+ * of the models (both in the server's order, which is the tables' first order) and
+ * say how many there are in `keysTotal` / `modelsTotal`, then send the complete
+ * lists (the keys with the revoked ones) and set those back to null. Until then the
+ * tables show what they have and wait with sorting, searching and filtering.
+ */
 export interface ProfileState {
   profile: Profile | null;
   keys: ApiKey[];
@@ -173,6 +198,10 @@ export interface ProfileState {
   period: Period;
   loading: boolean;
   error: string | null;
+  /** While `keys` is the first page of the active keys: how many active keys there are. */
+  keysTotal: number | null;
+  /** While `models` is the first page of the models: how many models there are. */
+  modelsTotal: number | null;
 }
 
 export function emptyState(): ProfileState {
@@ -183,7 +212,9 @@ export function emptyState(): ProfileState {
     usage: null,
     period: 'month',
     loading: false,
-    error: null
+    error: null,
+    keysTotal: null,
+    modelsTotal: null
   };
 }
 

@@ -82,6 +82,12 @@ class AsyncLumenClient(ClientBase):
         data = await self._send("GET", self._api("keys"), params=params)
         return data["keys"]  # type: ignore[no-any-return]
 
+    async def key_page(
+        self, include_revoked: bool = False, *, limit: int, offset: int = 0
+    ) -> dict[str, Any]:
+        params = {**self._keys_params(include_revoked), **self._page_params(limit, offset)}
+        return await self._send("GET", self._api("keys"), params=params)  # type: ignore[no-any-return]
+
     async def create_key(
         self,
         name: str | None = None,
@@ -107,6 +113,11 @@ class AsyncLumenClient(ClientBase):
         rows = (await self._send("GET", self._api("models")))["models"]
         self._remember_prices(rows)
         return rows  # type: ignore[no-any-return]
+
+    async def model_page(self, *, limit: int, offset: int = 0) -> dict[str, Any]:
+        page = await self._send("GET", self._api("models"), params=self._page_params(limit, offset))
+        self._remember_prices(page["models"])
+        return page  # type: ignore[no-any-return]
 
     async def model(self, name: str) -> dict[str, Any]:
         url = self._api(f"models/{self._name(name)}")

@@ -195,6 +195,12 @@ class ClientBase:
         return {"include_revoked": "true" if include_revoked else "false"}
 
     @staticmethod
+    def _page_params(limit: int, offset: int) -> dict[str, str]:
+        if limit < 0 or offset < 0:
+            raise ValueError("limit and offset are 0 or more")
+        return {"limit": str(int(limit)), "offset": str(int(offset))}
+
+    @staticmethod
     def _usage_params(
         period: str, bucket: str | None, group_by: str, notebook: str | None = None
     ) -> dict[str, str]:

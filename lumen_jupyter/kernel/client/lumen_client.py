@@ -100,6 +100,14 @@ class LumenClient(ClientBase):
         params = self._keys_params(include_revoked)
         return self._send("GET", self._api("keys"), params=params)["keys"]  # type: ignore[no-any-return]
 
+    def key_page(
+        self, include_revoked: bool = False, *, limit: int, offset: int = 0
+    ) -> dict[str, Any]:
+        """``limit`` keys after ``offset`` in the profile's order, and their ``total``:
+        ``{"keys": [...], "total": n}``."""
+        params = {**self._keys_params(include_revoked), **self._page_params(limit, offset)}
+        return self._send("GET", self._api("keys"), params=params)  # type: ignore[no-any-return]
+
     def create_key(
         self,
         name: str | None = None,
@@ -135,6 +143,13 @@ class LumenClient(ClientBase):
         rows = self._send("GET", self._api("models"))["models"]
         self._remember_prices(rows)
         return rows  # type: ignore[no-any-return]
+
+    def model_page(self, *, limit: int, offset: int = 0) -> dict[str, Any]:
+        """``limit`` Model Access rows after ``offset`` in the profile's order, and their
+        ``total``: ``{"models": [...], "total": n}``."""
+        page = self._send("GET", self._api("models"), params=self._page_params(limit, offset))
+        self._remember_prices(page["models"])
+        return page  # type: ignore[no-any-return]
 
     def model(self, name: str) -> dict[str, Any]:
         """One model in detail, its notice included."""
