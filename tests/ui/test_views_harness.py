@@ -47,7 +47,8 @@ window.reply = (content, buffers) =>
   (handlers['msg:custom'] || []).forEach(cb => cb(content, buffers));
 const t0 = performance.now();
 window.cleanup = widget.render({ model, el: document.getElementById('host') });
-await new Promise(resolve => setTimeout(resolve, 0));
+// the skeleton first, the state from the next animation frame on
+await new Promise(resolve => requestAnimationFrame(resolve));
 void document.body.offsetHeight;
 window.mountMs = performance.now() - t0;
 window.ready = true;
