@@ -8,6 +8,7 @@
  * notebook keeps.
  */
 
+import { afterPaint } from './views/dom';
 import { ProfileView } from './views/profileView';
 import {
   emptyState,
@@ -172,8 +173,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   const section: Section = SECTIONS.includes(requested) ? requested : 'profile';
   const actions = new KernelActions(model);
   const view = new ProfileView(actions, { section });
-  // The skeleton is painted first; the view takes the model's state from the next
-  // animation frame on (the first page of the lists may be in the state already, and
+  // The skeleton is painted first; the view takes the model's state once that frame
+  // has been painted (the first page of the lists may be in the state already, and
   // drawing it must not hold up the frame that shows the widget).
   view.update({ ...emptyState(), loading: true });
   let painted = false;
@@ -189,7 +190,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
       view.update(stateFromModel(model));
     });
   };
-  const firstFrame = requestAnimationFrame(() => {
+  const cancelFirstPaint = afterPaint(() => {
     painted = true;
     onChange();
   });
@@ -202,7 +203,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   el.classList.add('lumen-widget');
   el.appendChild(view.el);
   return () => {
-    cancelAnimationFrame(firstFrame);
+    cancelFirstPaint();
     for (const name of TRAITS) {
       model.off(`change:${name}`, onChange);
     }
