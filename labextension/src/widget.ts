@@ -8,8 +8,10 @@
  * notebook keeps.
  */
 
+import { afterPaint } from './views/dom';
 import { ProfileView } from './views/profileView';
 import {
+  emptyState,
   PERIODS,
   type CreatedKey,
   type KeyLimits,
@@ -171,10 +173,15 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   const section: Section = SECTIONS.includes(requested) ? requested : 'profile';
   const actions = new KernelActions(model);
   const view = new ProfileView(actions, { section });
+  // The skeleton is painted first; the view takes the model's state once that frame
+  // has been painted (the first page of the lists may be in the state already, and
+  // drawing it must not hold up the frame that shows the widget).
+  view.update({ ...emptyState(), loading: true });
+  let painted = false;
   // One kernel message may change several traits: render once for all of them.
   let scheduled = false;
   const onChange = () => {
-    if (scheduled) {
+    if (scheduled || !painted) {
       return;
     }
     scheduled = true;
@@ -183,6 +190,10 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
       view.update(stateFromModel(model));
     });
   };
+  const cancelFirstPaint = afterPaint(() => {
+    painted = true;
+    onChange();
+  });
   const onMessage = (content: unknown, buffers?: (ArrayBuffer | ArrayBufferView)[]) =>
     actions.handle(content, buffers ?? []);
   for (const name of TRAITS) {
@@ -191,8 +202,8 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
   model.on('msg:custom', onMessage);
   el.classList.add('lumen-widget');
   el.appendChild(view.el);
-  onChange();
   return () => {
+    cancelFirstPaint();
     for (const name of TRAITS) {
       model.off(`change:${name}`, onChange);
     }

@@ -72,6 +72,12 @@ def test_rest_methods_return_the_api_shapes(lumen: LumenClient) -> None:
 
     models = lumen.models()
     assert [m["name"] for m in models] == ["demo-free", "demo-pro", "demo-restricted"]
+    page = lumen.model_page(limit=2, offset=1)
+    assert page == {"models": models[1:3], "total": 3}
+    keys = lumen.key_page(include_revoked=True, limit=1)
+    assert keys["total"] == len(lumen.keys(include_revoked=True)) and len(keys["keys"]) == 1
+    with pytest.raises(ValueError, match="0 or more"):
+        lumen.key_page(limit=-1)
     detail = lumen.model("demo-restricted")
     assert detail["needs_consent"] and detail["notice_digest"]
     usage = lumen.usage(period="week", group_by="source")
@@ -135,6 +141,8 @@ def test_the_async_client_is_a_twin(kernel_env: JupyterServer) -> None:
                 "created": created,
                 "revoked": revoked,
                 "models": await client.models(),
+                "model_page": await client.model_page(limit=1),
+                "key_page": await client.key_page(include_revoked=True, limit=5),
                 "model": await client.model("demo-pro"),
                 "usage": await client.usage(group_by="key"),
                 "estimate": await client.estimate("demo-pro", "Hello there", 100),
@@ -146,6 +154,8 @@ def test_the_async_client_is_a_twin(kernel_env: JupyterServer) -> None:
     assert got["created"]["id"] in {k["id"] for k in got["keys"]}
     assert got["revoked"]["result"] == "revoked"
     assert got["model"]["name"] == "demo-pro" and len(got["models"]) == 3
+    assert got["model_page"] == {"models": got["models"][:1], "total": 3}
+    assert got["key_page"]["total"] >= 1 and 1 <= len(got["key_page"]["keys"]) <= 5
     assert got["estimate"]["worst_case"]["micro"] == 15_500
     assert isinstance(got["events"][-1], Finished) and got["events"][-1].usage
     assert got["session"]["by_model"]["demo-pro"]["requests"] == 1

@@ -47,6 +47,8 @@ window.reply = (content, buffers) =>
   (handlers['msg:custom'] || []).forEach(cb => cb(content, buffers));
 const t0 = performance.now();
 window.cleanup = widget.render({ model, el: document.getElementById('host') });
+// the skeleton first, the state once that frame is painted
+await new Promise(resolve => requestAnimationFrame(() => setTimeout(resolve, 0)));
 await new Promise(resolve => setTimeout(resolve, 0));
 void document.body.offsetHeight;
 window.mountMs = performance.now() - t0;

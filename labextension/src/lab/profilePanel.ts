@@ -2,11 +2,12 @@
  * The Profile panel of JupyterLab's main area: the shared views fed over REST.
  *
  * Opening it paints the view's skeleton at once: the requests go out as the panel is
- * attached, and the view takes the controller's state from the next animation frame
- * on, so the work of filling it in never delays the frame that shows the panel.
+ * attached, and the view takes the controller's state once that frame has been
+ * painted, so the work of filling it in never delays the frame that shows the panel.
  */
 
 import { Widget } from '@lumino/widgets';
+import { afterPaint } from '../views/dom';
 import { ProfileView } from '../views/profileView';
 import { emptyState } from '../views/types';
 import type { RestProfileController } from './restController';
@@ -16,7 +17,7 @@ export const REFRESH_SECONDS = 60;
 export class ProfilePanel extends Widget {
   private readonly view: ProfileView;
   private unsubscribe: (() => void) | null = null;
-  private frame = 0;
+  private cancelFirstPaint: (() => void) | null = null;
 
   /** Seconds between refreshes while the panel shows (0: never). */
   refreshSeconds = REFRESH_SECONDS;
@@ -36,10 +37,10 @@ export class ProfilePanel extends Widget {
   protected onAfterAttach(): void {
     void this.controller.refresh().catch(() => undefined);
     this.controller.startPolling(this.refreshSeconds);
-    if (!this.unsubscribe && !this.frame) {
-      this.frame = requestAnimationFrame(() => {
-        this.frame = 0;
-        performance.mark('lumen:panel-frame');
+    if (!this.unsubscribe && !this.cancelFirstPaint) {
+      this.cancelFirstPaint = afterPaint(() => {
+        this.cancelFirstPaint = null;
+        performance.mark('lumen:panel-painted');
         if (!this.isDisposed) {
           this.unsubscribe = this.controller.subscribe(state => this.view.update(state));
         }
@@ -64,7 +65,7 @@ export class ProfilePanel extends Widget {
       return;
     }
     this.controller.stopPolling();
-    cancelAnimationFrame(this.frame);
+    this.cancelFirstPaint?.();
     this.unsubscribe?.();
     this.controller.forgetLists();
     this.view.dispose();

@@ -118,3 +118,18 @@ export function uid(prefix: string): string {
 export function srOnly(text: string): HTMLSpanElement {
   return h('span', { class: 'lumen-sr-only', text });
 }
+
+/**
+ * Run `callback` once the next frame has been painted (an animation frame, then a task):
+ * work done in the frame's own callbacks would hold up its paint. Returns a cancel.
+ */
+export function afterPaint(callback: () => void): () => void {
+  let timer: number | undefined;
+  const frame = requestAnimationFrame(() => {
+    timer = window.setTimeout(callback, 0);
+  });
+  return () => {
+    cancelAnimationFrame(frame);
+    window.clearTimeout(timer);
+  };
+}
