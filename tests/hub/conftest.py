@@ -9,35 +9,15 @@ config, ``hub.log`` with every process's output, the users' homes) for a look af
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests import pg
-from tests.hub.hub import Hub, ensure_chp, running_hub
+from tests.hub.hub import Hub, hub_for_tests
 
 
 @pytest.fixture(scope="session")
 def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
-    try:
-        ensure_chp()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the hub tests: {exc}", pytrace=False)
-        pytest.skip(f"no configurable-http-proxy: {exc}")
-    root = Path(tempfile.mkdtemp(prefix="lumen-hub-"))
-    try:
-        with running_hub(root, postgres_server) as running:
-            yield running
-            stopped = running.stop()
-        assert stopped["lumen_left"] == [] and stopped["others_left"] == [], stopped
-        assert stopped["ports_busy"] == [], stopped
-    finally:
-        if os.environ.get("LUMEN_HUB_KEEP"):
-            print(f"\nthe hub's directory is kept: {root}")
-        else:
-            shutil.rmtree(root, ignore_errors=True)
+    with hub_for_tests(postgres_server, "lumen-hub-") as running:
+        yield running

@@ -24,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 import uuid
@@ -34,6 +35,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 import yaml
 from psycopg import sql
 
@@ -826,3 +828,28 @@ def start_kernel(hub: Hub, user: str, token: str) -> Kernel:
     kernel = Kernel(hub, user, token, answer.json()["id"])
     kernel.execute("pass", timeout=60)  # ready
     return kernel
+
+
+@contextlib.contextmanager
+def hub_for_tests(postgres: pg.PostgresServer, prefix: str) -> Iterator[Hub]:
+    """A running hub for a test fixture: skipped without the npm proxy (a failure under
+    ``CI``), in a temporary directory removed afterwards (kept with ``LUMEN_HUB_KEEP=1``),
+    and checked at the end to have left no process and no busy port."""
+    try:
+        ensure_chp()
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the hub tests: {exc}", pytrace=False)
+        pytest.skip(f"no configurable-http-proxy: {exc}")
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        with running_hub(root, postgres) as running:
+            yield running
+            stopped = running.stop()
+        left = stopped["lumen_left"] + stopped["others_left"]
+        assert left == [] and stopped["ports_busy"] == [], stopped
+    finally:
+        if os.environ.get("LUMEN_HUB_KEEP"):
+            print(f"\nthe hub's directory is kept: {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)

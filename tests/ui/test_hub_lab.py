@@ -10,18 +10,14 @@ service (from whichever worker serves her stream) through her server.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests import pg
-from tests.hub.hub import DEFAULT_MAX, Hub, ensure_chp, running_hub
+from tests.hub.hub import DEFAULT_MAX, Hub, hub_for_tests
 
 from .conftest import write_setting
 from .lab import shot
@@ -34,25 +30,12 @@ COIN = 1_000_000
 
 @pytest.fixture(scope="module")
 def hub(postgres_server: pg.PostgresServer) -> Iterator[Hub]:
-    try:
-        ensure_chp()
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the hub tests: {exc}", pytrace=False)
-        pytest.skip(f"no configurable-http-proxy: {exc}")
-    root = Path(tempfile.mkdtemp(prefix="lumen-hub-ui-"))
-    try:
-        with running_hub(root, postgres_server) as running:
-            settings = running.home("alice") / ".jupyter" / "lab" / "user-settings"
-            news = {"fetchNews": "false", "checkForUpdates": False}
-            write_setting(settings, "@jupyterlab/apputils-extension", "notification", news)
-            running.start_server("alice")
-            yield running
-            stopped = running.stop()
-        left = stopped["lumen_left"] + stopped["others_left"]
-        assert left == [] and stopped["ports_busy"] == [], stopped
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with hub_for_tests(postgres_server, "lumen-hub-ui-") as running:
+        settings = running.home("alice") / ".jupyter" / "lab" / "user-settings"
+        news = {"fetchNews": "false", "checkForUpdates": False}
+        write_setting(settings, "@jupyterlab/apputils-extension", "notification", news)
+        running.start_server("alice")
+        yield running
 
 
 @contextlib.contextmanager
