@@ -296,12 +296,18 @@ class ModelCall:
         finally:
             gateway.in_flight -= 1
             gateway.metrics.finished(
-                str(self.request.body["model"]),
+                self.metric_model(),
                 self._status or "error",
                 time.monotonic() - started,
                 self._charged,
                 endpoint=self.kind,
             )
+
+    def metric_model(self) -> str:
+        """The model label of this call's metrics: a configured model's name, never a
+        name a caller made up (every new label value is a new series in every worker)."""
+        name = self.request.body.get("model")
+        return name if name in self.gateway.service.catalog.models else "(unknown)"
 
     async def _run(self) -> None:
         gateway = self.gateway

@@ -216,3 +216,16 @@ def test_the_service_reads_its_python_config_beside_the_yaml(tmp_path: Path) -> 
         app.initialize(["--config", str(other)])
         assert (app.port, app.billing_mode, app.config_file) == (8124, "strict", str(yaml_file))
         LumenServe.clear_instance()
+
+
+async def test_made_up_model_names_never_become_metric_labels(host: Any) -> None:
+    """Every label value is a series in every worker: a caller must not be able to mint them."""
+    _, key = await host.key()
+    for name in ("no-such-model-1", "no-such-model-2"):
+        with pytest.raises(openai.NotFoundError):
+            await host.openai(key).chat.completions.create(
+                model=name, messages=MESSAGES, max_tokens=3
+            )
+    scraped = (await host.http.get(f"{host.root}metrics")).text
+    assert "no-such-model" not in scraped
+    assert 'lumen_model_calls_total{model="(unknown)",status="refused"}' in scraped
