@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -204,8 +205,8 @@ class LumenServe(Lumen, JupyterApp):
                 "(the hub sets them for a service it manages)"
             )
             self.exit(2)
-        sockets = bind_sockets(self.port, self.ip)
-        port = sockets[0].getsockname()[1]
+        listening = listening_sockets(self.ip, self.port, self.workers)
+        port = listening[0][0].getsockname()[1]
         self.log.info(
             "lumen: serving http://%s:%d%s (store %s, %d worker%s)",
             self.ip,
@@ -224,27 +225,31 @@ class LumenServe(Lumen, JupyterApp):
                 self.prefix,
             )
         print(f"lumen: listening on port {port}", flush=True)
-        code = self.serve(sockets, 0) if self.workers == 1 else self._serve_forked(sockets)
-        sys.exit(code)
+        forked = self.workers > 1
+        sys.exit(self._serve_forked(listening) if forked else self.serve(listening[0], 0))
 
-    def _serve_forked(self, sockets: list[Any]) -> int:
+    def _serve_forked(self, listening: list[list[Any]]) -> int:
         from .workers import serve_forked
 
         metrics_dir = tempfile.mkdtemp(prefix="lumen-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
             return serve_forked(
-                sockets,
+                [sock for own in listening for sock in own],
                 self.workers,
-                lambda index: self._worker(sockets, index),
+                lambda index: self._worker(listening, index),
                 log=self.log,
                 on_worker_exit=_forget_worker,
             )
         finally:
             _remove_tree(metrics_dir)
 
-    def _worker(self, sockets: list[Any], index: int) -> None:
-        code = self.serve(sockets, index)
+    def _worker(self, listening: list[list[Any]], index: int) -> None:
+        for other, own in enumerate(listening):
+            if other != index:  # the supervisor keeps them for the workers it restarts
+                for sock in own:
+                    sock.close()
+        code = self.serve(listening[index], index)
         if code:
             raise SystemExit(code)
 
@@ -323,6 +328,23 @@ class LumenServe(Lumen, JupyterApp):
             "log_function": log_request,
             **hub_settings,
         }
+
+
+def listening_sockets(ip: str, port: int, workers: int) -> list[list[socket.socket]]:
+    """The listening sockets of each worker, all on one port.
+
+    Several workers get a socket each (``SO_REUSEPORT``), and the kernel spreads new
+    connections over them by a hash of their addresses.  On one shared socket, the
+    first worker to wake takes every connection waiting (tornado accepts in a loop), so
+    a client that opens its connection pool at once lands on one worker.  A worker's
+    socket outlives the worker (the supervisor holds it): connections that wait in it
+    while the worker is restarted are served by its successor, not reset.
+    """
+    if workers == 1:
+        return [bind_sockets(port, ip)]
+    first = bind_sockets(port, ip, reuse_port=True)
+    port = first[0].getsockname()[1]
+    return [first, *(bind_sockets(port, ip, reuse_port=True) for _ in range(workers - 1))]
 
 
 def log_request(handler: web.RequestHandler) -> None:

@@ -233,3 +233,49 @@ async def _pool_balances(lines: Any) -> Any:
             kind = line.removeprefix("event: ")
         elif line.startswith("data: ") and kind == "pool":
             yield json.loads(line.removeprefix("data: "))["balance"]["micro"]
+
+
+def test_connections_arriving_together_are_spread_over_the_workers(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Each worker listens on a socket of its own (SO_REUSEPORT): the kernel spreads new
+    connections over them.  On one shared socket, the first worker to wake accepted every
+    connection waiting - a client opening its pool at once landed on one worker."""
+    with (
+        demo_upstream(chunk_delay_ms=100) as upstream,
+        lumen_service(tmp_path / "svc", pg_url, upstream, pool={"max": 1000}) as svc,
+    ):
+        key = svc.admin("new-key", "ada", "spread", "--create")["key"]["key"]
+        body = {"model": "demo-pro", "messages": MESSAGES, "stream": True, "max_tokens": 30}
+        url = f"{svc.root}lumen/v1/chat/completions"
+
+        async def streams() -> dict[int, int]:
+            clients = [
+                httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=1))
+                for _ in range(32)
+            ]
+
+            async def one(http: httpx.AsyncClient) -> None:
+                headers = {"Authorization": f"Bearer {key}"}
+                async with http.stream("POST", url, json=body, headers=headers) as answer:
+                    async for _ in answer.aiter_bytes():
+                        pass
+
+            tasks = [asyncio.create_task(one(http)) for http in clients]
+            try:
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    pending = await asyncio.to_thread(pending_by_pid, pg_url)
+                    if sum(pending.values()) == 32:
+                        return pending
+                    await asyncio.sleep(0.05)
+                raise AssertionError(f"32 streams did not start: {pending}")
+            finally:
+                await asyncio.gather(*tasks, return_exceptions=True)
+                for http in clients:
+                    await http.aclose()
+
+        by_worker = asyncio.run(streams())
+        # 32 connections hashed over 2 sockets: fewer than 6 on one has odds of 1 in 9,000
+        assert sorted(by_worker) == sorted(svc.workers()), by_worker
+        assert min(by_worker.values()) >= 6, by_worker
