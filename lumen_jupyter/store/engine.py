@@ -270,9 +270,13 @@ class Store:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction: commits on success, rolls back on error."""
-        connection = self.engine.connect().execution_options(lumen_write=True)
-        with connection as conn, conn.begin():
+        with self.write_connection() as conn, conn.begin():
             yield conn
+
+    def write_connection(self) -> Connection:
+        """A connection whose transactions are write transactions (``BEGIN IMMEDIATE``
+        on SQLite), for a caller that keeps it across transactions and closes it."""
+        return self.engine.connect().execution_options(lumen_write=True)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

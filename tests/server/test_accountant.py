@@ -8,11 +8,13 @@ import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 from sqlalchemy import Connection, func, select
 
 from lumen_jupyter.store import Store
 from lumen_jupyter.store.accountant import Accountant
+from lumen_jupyter.store.notify import conninfo_from_url
 from lumen_jupyter.store.schema import accounts
 
 WHEN = datetime(2026, 3, 4, tzinfo=timezone.utc)
@@ -120,3 +122,24 @@ async def test_writes_never_run_on_the_event_loop(accountant: Accountant) -> Non
     assert await accountant.run(where) == "lumen-accountant"
     assert await accountant.run(add_account("off-loop")) > 0
     assert names(accountant.store) == ["off-loop"]
+
+
+def backend_pid(conn: Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+
+
+@pytest.mark.postgres
+async def test_it_keeps_its_connection_and_a_killed_one_loses_no_write(
+    accountant: Accountant, store: Store
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("a database connection of its own to kill: PostgreSQL")
+    first = await accountant.run(backend_pid)
+    assert await accountant.run(backend_pid) == first  # kept between batches
+    with psycopg.connect(conninfo_from_url(store.url), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (first,))
+    assert await accountant.run(add_account("after-the-kill")) > 0  # run again, afresh
+    assert names(store) == ["after-the-kill"]
+    second = await accountant.run(backend_pid)
+    assert second != first
+    assert await accountant.run(backend_pid) == second
