@@ -51,6 +51,7 @@ from ..server.service_auth import (
     load_or_create_admin_token,
 )
 from ..server.settings import Lumen
+from .access_log import AccessLog, open_access_log
 
 log = logging.getLogger("lumen_jupyter.service")
 
@@ -79,6 +80,7 @@ class LumenServe(Lumen, JupyterApp):
         "demo-backend": "Lumen.demo_backend",
         "config": "LumenServe.python_config_file",
         "log-level": "Application.log_level",
+        "access-log": "LumenServe.access_log",
     }
     flags: dict[str, Any] = {}  # noqa: RUF012
 
@@ -101,6 +103,12 @@ class LumenServe(Lumen, JupyterApp):
         help="File holding the admin token of api/admin (created 0600 on first use). "
         "Default: admin_token in the lumen data dir.",
     )
+    access_log = Unicode(
+        "-",
+        config=True,
+        help="Where the access log goes: - (standard error), a file to append to, or an "
+        "empty string for none. Lines are written in batches, at most a second late.",
+    )
     shutdown_grace = Float(
         10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
     )
@@ -120,6 +128,8 @@ class LumenServe(Lumen, JupyterApp):
         "how long a group change or a revoked token may take to reach lumen.",
     )
 
+    access: AccessLog | None = None
+    """This worker's access log (made in :meth:`start_server`)."""
     session_authenticator: SessionAuthenticator | None = None
     """Who a caller without a lumen credential is; set, it replaces the hub's."""
     hub: HubSessions | None = None
@@ -271,11 +281,14 @@ class LumenServe(Lumen, JupyterApp):
         await runtime.close()
         if self.hub is not None:
             await self.hub.close()
+        if self.access is not None:
+            self.access.close()
         return 0
 
     def start_server(self, sockets: list[Any]) -> tuple[LumenRuntime, HTTPServer]:
         """The runtime and an HTTP server on ``sockets``, serving on the running loop."""
         runtime = start_runtime(self, datetime.now(timezone.utc), loggers=(self.log,))
+        self.access = open_access_log(self.access_log)
         application = web.Application(self.routes(), **self.tornado_settings(runtime))
         server = HTTPServer(
             application,
@@ -325,7 +338,7 @@ class LumenServe(Lumen, JupyterApp):
             ),
             "lumen_max_body_bytes": self.max_body_bytes,
             "lumen_base_url": self.prefix,
-            "log_function": log_request,
+            "log_function": self.access or _no_access_log,
             **hub_settings,
         }
 
@@ -347,21 +360,8 @@ def listening_sockets(ip: str, port: int, workers: int) -> list[list[socket.sock
     return [first, *(bind_sockets(port, ip, reuse_port=True) for _ in range(workers - 1))]
 
 
-def log_request(handler: web.RequestHandler) -> None:
-    """The access log: method, path without query values, status, time - never a secret."""
-    request = handler.request
-    status = handler.get_status()
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    access = logging.getLogger("lumen_jupyter.access")
-    if access.isEnabledFor(level):
-        access.log(
-            level,
-            "%d %s %s %.2fms",
-            status,
-            request.method,
-            redact_uri(request.uri or ""),
-            1000.0 * request.request_time(),
-        )
+def _no_access_log(handler: web.RequestHandler) -> None:
+    """``c.LumenServe.access_log = ""``: no line per request."""
 
 
 def _forget_worker(pid: int) -> None:

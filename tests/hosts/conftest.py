@@ -258,6 +258,7 @@ def standalone_host(
     config = Config({"Lumen": settings})
     config.LumenServe.prefix = "/services/lumen/"
     config.LumenServe.admin_token_file = str(tmp_path / "admin" / "token")
+    config.LumenServe.access_log = str(tmp_path / "access.log")
     app = LumenServe(config=config)
     app.session_authenticator = NamedSessions()
     with serving(app, loop) as (port, runtime):
