@@ -10,6 +10,9 @@ and the phases are interleaved over ``--rounds`` rounds:
 * ``direct``          - the demo backend itself (the baseline of "added" figures);
 * ``bare proxy``      - ``_bare_proxy.py``: tornado and one pooled aiohttp session,
   no authentication, no accounting - the floor of a gateway on this stack;
+* ``bare + books``    - the same with lumen's books (``--books``): each call reserved
+  before and settled after by lumen's accountant on SQLite, nothing else - the floor
+  of a gateway that never overspends;
 * ``service sqlite``  - ``python -m lumen_jupyter.service``, 1 worker, SQLite;
 * ``service pg``      - the same on PostgreSQL (a throwaway cluster);
 * ``service pg x2``   - ``--workers 2`` on PostgreSQL (another database);
@@ -201,16 +204,21 @@ def _admin(admin: dict[str, Any], *args: str) -> Any:
     return json.loads(done.stdout)
 
 
-def start_bare_proxy(demo_url: str, cpus: str | None) -> Target:
+def start_bare_proxy(demo_url: str, cpus: str | None, books: str | None = None) -> Target:
+    """``_bare_proxy.py``; with ``books`` (a database URL) it also keeps lumen's books."""
+    extra = ("--books", books) if books else ()
     proc = h.spawn(
-        [sys.executable, str(h.HERE / "_bare_proxy.py"), demo_url], cpus=cpus, stdout_pipe=True
+        [sys.executable, str(h.HERE / "_bare_proxy.py"), demo_url, *extra],
+        cpus=cpus,
+        stdout_pipe=True,
     )
     assert proc.stdout is not None
     line = proc.stdout.readline().decode()
     found = re.search(r"listening on port (\d+)", line)
     if not found:
         raise RuntimeError(f"the bare proxy did not start: {line!r}")
-    return Target("bare proxy", int(found.group(1)), "/v1/chat/completions", {}, proc.pid)
+    name = "bare + books" if books else "bare proxy"
+    return Target(name, int(found.group(1)), "/v1/chat/completions", {}, proc.pid)
 
 
 # -- measuring ---------------------------------------------------------------------------
@@ -349,6 +357,21 @@ def verdicts(s: dict[str, Any]) -> dict[str, Any]:
                 "target": round(1 / 0.85, 2),  # what 85 % would take with the host core busy
                 "met": svc["cpu_ms_per_request_c16"] <= bare["cpu_ms_per_request_c16"] / 0.85,
             }
+    books = s.get("bare + books")
+    if bare and books:
+        # Not a target: how much of the bare proxy's throughput is left to a gateway that
+        # keeps strict books and does nothing else - the ceiling of any such gateway here.
+        rounds = _ratios(books, bare)
+        found["bare_with_books_vs_bare_rps_c16"] = {
+            "value": round(h.median(rounds), 3),
+            "rounds": rounds,
+        }
+        if svc:
+            rounds = _ratios(svc, books)
+            found["service_vs_bare_with_books_rps_c16"] = {
+                "value": round(h.median(rounds), 3),
+                "rounds": rounds,
+            }
     ext, lite = s.get("extension"), s.get("litellm")
     if ext and lite:
         rounds = _ratios(ext, lite)
@@ -450,6 +473,11 @@ def main() -> None:
     hosts = [
         Host(Target("direct", demo_port, "/v1/chat/completions", {}, None), "direct", aux_cpus),
         Host(start_bare_proxy(demo_url, host_cpus), "bare proxy", host_cpus),
+        Host(
+            start_bare_proxy(demo_url, host_cpus, f"sqlite:///{work / 'books.db'}"),
+            "bare proxy with lumen's books (reserve + settle), SQLite",
+            host_cpus,
+        ),
     ]
     target, admin = start_service(
         "service sqlite", config, f"sqlite:///{work / 'service.db'}", 1, host_cpus, "ada"
