@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import DBAPIError
 
 from .engine import Store
+from .pipeline import pipelined
 
 T = TypeVar("T")
 
@@ -60,6 +60,17 @@ class _Work(Generic[T]):
 _STOP = object()
 
 
+def _is_lost(conn: Connection) -> bool:
+    """Whether a connection is gone (SQLAlchemy saw a disconnect, or the driver's
+    connection is closed or broken), rather than a statement failing on a good one."""
+    if conn.invalidated:
+        return True
+    driver = conn.connection.dbapi_connection if not conn.closed else None
+    return driver is None or bool(
+        getattr(driver, "closed", False) or getattr(driver, "broken", False)
+    )
+
+
 def _by_account(work: _Work[Any]) -> int:
     return work.order
 
@@ -75,6 +86,7 @@ class Accountant:
         self._closed = False
         self._conn: Connection | None = None  # the thread's, between batches
         self._committing = False
+        self._lost = False  # the last batch failed because its connection was gone
         self._outbox: list[_Work[Any]] = []  # writes of this turn of the loop, sent together
         self.batches = 0
         self.writes = 0
@@ -143,18 +155,16 @@ class Accountant:
         self.writes += len(batch)
         for fresh in (False, True):
             try:
-                with self._books() as conn:
+                with self._books() as conn, pipelined(conn):
                     for work in batch:
                         work.outcome = (True, work.write(conn))
                 return
-            except DBAPIError as error:
-                if not fresh and error.connection_invalidated and not self._committing:
+            except Exception as error:  # handed to the caller
+                failure = error
+                if not fresh and self._lost and not self._committing:
                     # The kept connection had died (a database restart, an idle timeout):
                     # nothing of the batch was committed, so it runs again on a new one.
                     continue
-                failure: Exception = error
-            except Exception as error:  # handed to the caller
-                failure = error
             break
         if len(batch) == 1:
             batch[0].outcome = (False, failure)
@@ -175,12 +185,13 @@ class Accountant:
         conn = self._conn
         if conn is None:
             conn = self._conn = self.store.write_connection()
-        self._committing = False
+        self._committing = self._lost = False
         try:
             with conn.begin():
                 yield conn
                 self._committing = True  # a failure from here on may have committed
         except BaseException:
+            self._lost = _is_lost(conn)
             self._release_connection()
             raise
 

@@ -37,6 +37,7 @@ from sqlalchemy.pool import StaticPool
 
 from . import schema
 from .notify import install_pool_trigger
+from .pipeline import end_pipeline_before_sqlalchemy
 from .prepared import HotStatement
 
 Migration = Callable[[Connection], None]
@@ -259,6 +260,7 @@ class Store:
             self.engine = create_engine(
                 self.url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True
             )
+            end_pipeline_before_sqlalchemy(self.engine)
         else:
             raise ValueError(f"unsupported database {self.dialect!r}: use sqlite or postgresql")
         # statements built once per Store, compiled once per dialect

@@ -24,6 +24,8 @@ from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.dml import Insert
 
+from .pipeline import Pipeline, current
+
 Processor = Callable[[Any], Any]
 
 
@@ -56,17 +58,25 @@ class _Plan:
 class HotResult:
     """What a hot statement answered: ``rowcount``, and rows for SELECT and RETURNING."""
 
-    __slots__ = ("_cursor", "_plan")
+    __slots__ = ("_cursor", "_pipeline", "_plan")
 
-    def __init__(self, cursor: Any, plan: _Plan) -> None:
+    def __init__(self, cursor: Any, plan: _Plan, pipeline: Pipeline | None = None) -> None:
         self._cursor = cursor
         self._plan = plan
+        self._pipeline = pipeline  # sent without waiting: the answer is waited for when read
+
+    def _answered(self) -> None:
+        if self._pipeline is not None:
+            self._pipeline.sync()
+            self._pipeline = None
 
     @property
     def rowcount(self) -> int:
+        self._answered()
         return int(self._cursor.rowcount)
 
     def first(self) -> Any:
+        self._answered()
         raw = self._cursor.fetchone()
         if raw is None:
             return None
@@ -105,7 +115,7 @@ class HotStatement:
         assert driver is not None, "the connection is closed"
         cursor = driver.cursor()
         cursor.execute(plan.sql, plan.parameters(parameters))
-        return HotResult(cursor, plan)
+        return HotResult(cursor, plan, current(driver))
 
     def _compile(self, dialect: Dialect, columns: tuple[str, ...]) -> _Plan:
         compiled: Any = self.statement.compile(
