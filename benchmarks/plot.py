@@ -110,9 +110,8 @@ def plot_service(data: dict, out: Path) -> None:
         (right, "cpu_ms_per_request_c16", "Host CPU ms per call at c=16 (lower is better)", True),
     ):
         values = [max(0.01, summary[n].get(key) or 0) for n in names]
-        ax.bar(
-            xs, values, color=["#888" if n in ("bare proxy", "litellm") else "C0" for n in names]
-        )
+        floors = ("bare proxy", "bare + books", "litellm")
+        ax.bar(xs, values, color=["#888" if n in floors else "C0" for n in names])
         if key == "cpu_ms_per_request_c16":
             db = [summary[n].get("db_cpu_ms_per_request_c16") or 0 for n in names]
             ax.bar(xs, db, bottom=values, color="C1", label="+ PostgreSQL")

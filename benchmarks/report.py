@@ -226,10 +226,12 @@ def service_tables(data: dict[str, Any]) -> str:
         extra = {k: x for k, x in v.items() if k not in ("value", "target", "met", "rounds")}
         if "rounds" in v:
             extra["per round"] = v["rounds"]
-        out.append(
-            f"- {key}: {v['value']} (target {v['target']}): "
-            f"{'met' if v['met'] else 'missed'}{f' {extra}' if extra else ''}"
+        verdict = (
+            f" (target {v['target']}): {'met' if v['met'] else 'missed'}"
+            if "target" in v
+            else " (no target: for comparison)"
         )
+        out.append(f"- {key}: {v['value']}{verdict}{f' {extra}' if extra else ''}")
     accounting = data.get("accounting", {})
     if accounting:
         out.append(
