@@ -245,7 +245,7 @@ class LumenServe(Lumen, JupyterApp):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         try:
             return serve_forked(
-                [sock for own in listening for sock in own],
+                list({id(sock): sock for own in listening for sock in own}.values()),
                 self.workers,
                 lambda index: self._worker(listening, index),
                 log=self.log,
@@ -255,11 +255,12 @@ class LumenServe(Lumen, JupyterApp):
             _remove_tree(metrics_dir)
 
     def _worker(self, listening: list[list[Any]], index: int) -> None:
-        for other, own in enumerate(listening):
-            if other != index:  # the supervisor keeps them for the workers it restarts
-                for sock in own:
+        own = listening[index]
+        for other in listening:
+            if other is not own:  # the supervisor keeps them for the workers it restarts
+                for sock in other:
                     sock.close()
-        code = self.serve(listening[index], index)
+        code = self.serve(own, index)
         if code:
             raise SystemExit(code)
 
@@ -346,15 +347,16 @@ class LumenServe(Lumen, JupyterApp):
 def listening_sockets(ip: str, port: int, workers: int) -> list[list[socket.socket]]:
     """The listening sockets of each worker, all on one port.
 
-    Several workers get a socket each (``SO_REUSEPORT``), and the kernel spreads new
-    connections over them by a hash of their addresses.  On one shared socket, the
-    first worker to wake takes every connection waiting (tornado accepts in a loop), so
-    a client that opens its connection pool at once lands on one worker.  A worker's
-    socket outlives the worker (the supervisor holds it): connections that wait in it
-    while the worker is restarted are served by its successor, not reset.
+    On Linux several workers get a socket each (``SO_REUSEPORT``), and the kernel spreads
+    new connections over them by a hash of their addresses.  On one shared socket, the
+    first worker to wake takes every connection waiting (tornado accepts in a loop), so a
+    client that opens its connection pool at once lands on one worker.  A worker's socket
+    outlives the worker (the supervisor holds it): connections that wait in it while the
+    worker is restarted are served by its successor, not reset.  Elsewhere ``SO_REUSEPORT``
+    does not spread connections, and the workers share one socket.
     """
-    if workers == 1:
-        return [bind_sockets(port, ip)]
+    if workers == 1 or not sys.platform.startswith("linux"):
+        return [bind_sockets(port, ip)] * workers
     first = bind_sockets(port, ip, reuse_port=True)
     port = first[0].getsockname()[1]
     return [first, *(bind_sockets(port, ip, reuse_port=True) for _ in range(workers - 1))]

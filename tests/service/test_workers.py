@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from lumen_jupyter.service.app import listening_sockets
+
 if not sys.platform.startswith("linux"):
     pytest.skip("the supervisor tests read /proc", allow_module_level=True)
 
@@ -288,3 +290,25 @@ def test_metrics_are_summed_over_workers_and_a_dead_one_is_forgotten(
 
     app.process.terminate()
     assert app.exit_code(timeout=5) == 0, app.log()
+
+
+def test_each_worker_listens_on_a_socket_of_its_own_on_one_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    linux = listening_sockets("127.0.0.1", 0, 3)
+    try:
+        socks = [own[0] for own in linux]
+        assert len({id(s) for s in socks}) == 3
+        assert len({s.getsockname()[1] for s in socks}) == 1
+        assert all(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in socks)
+    finally:
+        for own in linux:
+            for sock in own:
+                sock.close()
+    monkeypatch.setattr("sys.platform", "darwin")  # SO_REUSEPORT does not spread there
+    shared = listening_sockets("127.0.0.1", 0, 3)
+    try:
+        assert shared[0] is shared[1] is shared[2]
+    finally:
+        for sock in shared[0]:
+            sock.close()
