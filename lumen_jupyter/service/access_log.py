@@ -1,12 +1,12 @@
 """The standalone service's access log: a line per request, written in batches.
 
-Written through :mod:`logging`, each line cost about 8 % of a model call's CPU in
-the service (a ``LogRecord`` built, a handler locked, the stream written and
-flushed, for every request).  Here a request only formats its line and appends it
-to a buffer; the buffer is written at most a second later, at once when it holds
-64 KiB, when a request failed with a 5xx, and when the service stops - the way
-web servers buffer their access logs.  A ``kill -9`` may lose the last second of
-lines; nothing else is lost.
+Written through :mod:`logging`, each line cost 16.5 µs of CPU (a ``LogRecord``
+built, the redacting filter run on the logger and on its handler, a handler locked,
+the stream written and flushed, for every request).  Here a request only formats
+its line and appends it to a buffer (2.5 µs); the buffer is written at most a
+second later, at once when it holds 64 KiB, when a request failed with a 5xx, and
+when the service stops - the way web servers buffer their access logs.  A
+``kill -9`` may lose the last second of lines; nothing else is lost.
 
 The line is what the service's log format made of it before, so nothing reading
 the log sees a difference: ``[INFO lumen_jupyter.access] 200 POST /v1/… 1.23ms``

@@ -38,15 +38,24 @@ class Pipeline:
         self.driver = driver
         self._exit: contextlib.ExitStack | None = contextlib.ExitStack()
         self._pipeline = self._exit.enter_context(driver.pipeline())
+        self._sent = 0
+        self._answered = 0
 
     @property
     def active(self) -> bool:
         return self._exit is not None
 
-    def sync(self) -> None:
-        """Wait for the answers of everything sent so far."""
-        if self._exit is not None:
+    def sent(self) -> int:
+        """Count a statement sent; its number, for :meth:`wait_for`."""
+        self._sent += 1
+        return self._sent
+
+    def wait_for(self, number: int) -> None:
+        """Wait for the answer of statement ``number`` - and of everything sent so far,
+        in the same round trip; nothing, if it is in already."""
+        if self._exit is not None and number > self._answered:
             self._pipeline.sync()
+            self._answered = self._sent
 
     def end(self, *failure: Any) -> None:
         """Leave pipeline mode: everything sent is answered (the first error raised,

@@ -58,16 +58,18 @@ class _Plan:
 class HotResult:
     """What a hot statement answered: ``rowcount``, and rows for SELECT and RETURNING."""
 
-    __slots__ = ("_cursor", "_pipeline", "_plan")
+    __slots__ = ("_cursor", "_number", "_pipeline", "_plan")
 
     def __init__(self, cursor: Any, plan: _Plan, pipeline: Pipeline | None = None) -> None:
         self._cursor = cursor
         self._plan = plan
-        self._pipeline = pipeline  # sent without waiting: the answer is waited for when read
+        # sent without waiting in a pipeline: its answer is waited for when read
+        self._pipeline = pipeline
+        self._number = pipeline.sent() if pipeline is not None else 0
 
     def _answered(self) -> None:
         if self._pipeline is not None:
-            self._pipeline.sync()
+            self._pipeline.wait_for(self._number)
             self._pipeline = None
 
     @property

@@ -86,3 +86,28 @@ async def test_a_batch_with_a_failing_unread_write_keeps_the_others(store: Store
         assert count(store) == 3
     finally:
         books.close()
+
+
+def test_answers_in_already_cost_no_more_round_trips(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("pipeline mode is PostgreSQL's")
+    import psycopg
+
+    syncs: list[int] = []
+    sync = psycopg.Pipeline.sync
+
+    def counted(self: psycopg.Pipeline) -> None:
+        syncs.append(1)
+        sync(self)
+
+    monkeypatch.setattr(psycopg.Pipeline, "sync", counted)
+    with store.write() as conn, pipelined(conn):
+        first = ADD_ACCOUNT_QUIETLY.run(conn, {"username": "a", "created_at": WHEN})
+        second = ADD_ACCOUNT_QUIETLY.run(conn, {"username": "b", "created_at": WHEN})
+        assert first.rowcount == 1 and len(syncs) == 1
+        assert second.rowcount == 1 and len(syncs) == 1  # answered by the same round trip
+        third = ADD_ACCOUNT.run(conn, {"username": "c", "created_at": WHEN})
+        assert third.scalar() > 0 and len(syncs) == 2
+    assert count(store) == 3
