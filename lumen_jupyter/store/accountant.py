@@ -182,10 +182,10 @@ class Accountant:
         taking one from the pool for every batch (and, on PostgreSQL, pinging it first: a
         round trip) cost more than the SQL of a small batch.  After any failure the
         connection is given back and the next batch takes a fresh one from the pool."""
+        self._committing = self._lost = False
         conn = self._conn
         if conn is None:
             conn = self._conn = self.store.write_connection()
-        self._committing = self._lost = False
         try:
             with conn.begin():
                 yield conn
