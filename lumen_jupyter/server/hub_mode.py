@@ -32,7 +32,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from jupyter_server.auth import User
-from tornado import web
 
 from ..core.accounts import Identity
 from ..core.errors import AuthenticationFailed, ConfigError, PermissionDenied
@@ -40,6 +39,7 @@ from ..core.keys import KEY_PREFIX
 from ..gateway.http_client import TLSSettings
 from .base import LumenHandler, Principal
 from .credentials import KERNEL_TOKEN_PREFIX, KernelCredentials
+from .jupyter_host import jupyter_session_user
 from .runtime import yaml_database_url
 from .settings import Lumen
 
@@ -155,12 +155,7 @@ class HubCallers:
         return self._known_user(handler, Principal(PERSONAL_KEY, 0, "api"))
 
     async def from_session(self, handler: LumenHandler, action: str) -> Principal:
-        user = handler.current_user
-        if not user:
-            raise web.HTTPError(403, "Authentication required")
-        authorizer = handler.authorizer  # type: ignore[attr-defined]
-        if not authorizer.is_authorized(handler, user, action, handler.auth_resource):
-            raise web.HTTPError(403, f"Not authorized to {action} {handler.auth_resource}")
+        user = jupyter_session_user(handler, action)
         hub_user = hub_user_name(user)
         if hub_user is not None and hub_user != ("user", self.link.owner):
             raise PermissionDenied(

@@ -86,12 +86,7 @@ class JupyterAuthenticator:
         return self._known_user(handler, principal)
 
     async def from_session(self, handler: LumenHandler, action: str) -> Principal:
-        user = handler.current_user
-        if not user:
-            raise web.HTTPError(403, "Authentication required")
-        authorizer = handler.authorizer  # type: ignore[attr-defined]
-        if not authorizer.is_authorized(handler, user, action, handler.auth_resource):
-            raise web.HTTPError(403, f"Not authorized to {action} {handler.auth_resource}")
+        jupyter_session_user(handler, action)
         identity = self.identity
         assert identity is not None
         account = await self._account(handler, identity.username)
@@ -113,6 +108,18 @@ class JupyterAuthenticator:
         if not handler.current_user:
             raise web.HTTPError(403, "Authentication required")
         raise ConfigurationFailed(failure)
+
+
+def jupyter_session_user(handler: LumenHandler, action: str) -> Any:
+    """The Jupyter user of a request without a lumen credential, allowed ``action`` on
+    the handler's resource by the server's authorizer (a 403 otherwise)."""
+    user = handler.current_user
+    if not user:
+        raise web.HTTPError(403, "Authentication required")
+    authorizer = handler.authorizer  # type: ignore[attr-defined]
+    if not authorizer.is_authorized(handler, user, action, handler.auth_resource):
+        raise web.HTTPError(403, f"Not authorized to {action} {handler.auth_resource}")
+    return user
 
 
 class JupyterHosted(APIHandler):
