@@ -325,20 +325,27 @@ def _ratios(a: dict[str, Any], b: dict[str, Any]) -> list[float]:
     return [round(x / y, 3) for x, y in zip(a["rps_c16_rounds"], b["rps_c16_rounds"], strict=True)]
 
 
+def _throughput(
+    a: dict[str, Any], b: dict[str, Any], target: float | None = None, digits: int = 3
+) -> dict[str, Any]:
+    """a's requests/s at c=16 over b's: the median of the rounds' ratios, against
+    ``target`` when there is one (without, the figure is for comparison only)."""
+    rounds = _ratios(a, b)
+    ratio = h.median(rounds)
+    found: dict[str, Any] = {"value": round(ratio, digits)}
+    if target is not None:
+        found.update(target=target, met=ratio >= target)
+    found["rounds"] = rounds
+    return found
+
+
 def verdicts(s: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets against this run: medians of the per-round ratios and
     differences (a round measures every target within seconds of the others)."""
     found: dict[str, Any] = {}
     bare, svc = s.get("bare proxy"), s.get("service sqlite")
     if bare and svc:
-        rounds = _ratios(svc, bare)
-        ratio = h.median(rounds)
-        found["service_vs_bare_rps_c16"] = {
-            "value": round(ratio, 3),
-            "target": 0.85,
-            "met": ratio >= 0.85,
-            "rounds": rounds,
-        }
+        found["service_vs_bare_rps_c16"] = _throughput(svc, bare, 0.85)
         over = [
             round(x - y, 3)
             for x, y in zip(
@@ -361,37 +368,15 @@ def verdicts(s: dict[str, Any]) -> dict[str, Any]:
     if bare and books:
         # Not a target: how much of the bare proxy's throughput is left to a gateway that
         # keeps strict books and does nothing else - the ceiling of any such gateway here.
-        rounds = _ratios(books, bare)
-        found["bare_with_books_vs_bare_rps_c16"] = {
-            "value": round(h.median(rounds), 3),
-            "rounds": rounds,
-        }
+        found["bare_with_books_vs_bare_rps_c16"] = _throughput(books, bare)
         if svc:
-            rounds = _ratios(svc, books)
-            found["service_vs_bare_with_books_rps_c16"] = {
-                "value": round(h.median(rounds), 3),
-                "rounds": rounds,
-            }
+            found["service_vs_bare_with_books_rps_c16"] = _throughput(svc, books)
     ext, lite = s.get("extension"), s.get("litellm")
     if ext and lite:
-        rounds = _ratios(ext, lite)
-        ratio = h.median(rounds)
-        found["extension_vs_litellm_rps_c16"] = {
-            "value": round(ratio, 2),
-            "target": 8,
-            "met": ratio >= 8,
-            "rounds": rounds,
-        }
+        found["extension_vs_litellm_rps_c16"] = _throughput(ext, lite, 8, digits=2)
     one, two = s.get("service pg"), s.get("service pg x2")
     if one and two:
-        rounds = _ratios(two, one)
-        ratio = h.median(rounds)
-        entry: dict[str, Any] = {
-            "value": round(ratio, 2),
-            "target": 1.6,
-            "met": ratio >= 1.6,
-            "rounds": rounds,
-        }
+        entry = _throughput(two, one, 1.6, digits=2)
         if one.get("cpu_ms_per_request_c16") and two.get("cpu_ms_per_request_c16"):
             # Two workers on two free cores carry twice what one core carries at the CPU
             # cost per call measured with two workers (the database on other cores).
