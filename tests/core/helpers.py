@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 from collections.abc import Callable
 from typing import Any
 
@@ -145,3 +147,31 @@ def assert_ledger_invariant(store: Store) -> None:
             assert moved == expected, (
                 f"request {row.id} ({row.status}): ledger moved {moved}, expected {expected}"
             )
+
+
+def run_together(target: Callable[..., None], args: tuple[Any, ...], processes_n: int) -> list[Any]:
+    """``target(*args, barrier, results)`` in ``processes_n`` spawned processes that start
+    their work at once (the barrier); each puts one outcome in ``results``.  A process
+    that fails or hangs fails the test (an outcome that is a string is an error)."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes_n)
+    results = context.Queue()
+    procs = [
+        context.Process(target=target, args=(*args, barrier, results)) for _ in range(processes_n)
+    ]
+    for proc in procs:
+        proc.start()
+    outcomes = []
+    try:
+        for _ in procs:
+            outcomes.append(results.get(timeout=90))
+    except queue.Empty:  # pragma: no cover - a hung worker
+        outcomes.append("timed out waiting for a worker")
+    finally:
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():  # pragma: no cover
+                proc.kill()
+    assert [o for o in outcomes if isinstance(o, str)] == []
+    assert all(proc.exitcode == 0 for proc in procs)
+    return outcomes

@@ -7,8 +7,6 @@ ledger's running sum, which is the balance's history), and ``balance == sum(ledg
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 import threading
 
 from sqlalchemy import func, select
@@ -26,7 +24,7 @@ from tests.core.concurrency_worker import (
     process_main,
     race_catalog,
 )
-from tests.core.helpers import assert_ledger_invariant
+from tests.core.helpers import assert_ledger_invariant, run_together
 
 
 def check_outcome(store: Store, admitted: int, refused: int, attempts: int) -> None:
@@ -88,32 +86,9 @@ def test_threads_never_overspend(store: Store, clock: FakeClock) -> None:
 
 def test_processes_never_overspend(store: Store, store_url: str, clock: FakeClock) -> None:
     processes_n, attempts = 3, 8
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes_n)
-    results = context.Queue()
-    procs = [
-        context.Process(
-            target=process_main,
-            args=(store_url, clock.now().isoformat(), attempts, barrier, results),
-        )
-        for _ in range(processes_n)
-    ]
-    for proc in procs:
-        proc.start()
-    outcomes = []
-    try:
-        for _ in procs:
-            outcomes.append(results.get(timeout=90))
-    except queue.Empty:  # pragma: no cover - a hung worker
-        outcomes.append("timed out waiting for a worker")
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():  # pragma: no cover
-                proc.kill()
-    failures = [o for o in outcomes if isinstance(o, str)]
-    assert failures == []
-    assert all(proc.exitcode == 0 for proc in procs)
+    outcomes = run_together(
+        process_main, (store_url, clock.now().isoformat(), attempts), processes_n
+    )
     check_outcome(
         store,
         admitted=sum(a for a, _ in outcomes),

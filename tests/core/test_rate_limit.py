@@ -6,8 +6,6 @@ writes the request row, in one transaction (``tests/core/rate_limit_worker.py``)
 
 from __future__ import annotations
 
-import multiprocessing
-import queue
 import threading
 from datetime import timedelta
 
@@ -24,7 +22,7 @@ from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.store import Store
 from lumen_jupyter.store.schema import requests_log
 from tests import pg
-from tests.core.helpers import model, pool, who
+from tests.core.helpers import model, pool, run_together, who
 from tests.core.rate_limit_worker import (
     PER_MINUTE,
     SECRET,
@@ -212,29 +210,4 @@ def test_processes_on_one_key_admit_exactly_the_limit(
 def run_processes(
     url: str, clock: FakeClock, key: int, processes_n: int, attempts: int
 ) -> list[tuple[int, int]]:
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(processes_n)
-    results = context.Queue()
-    procs = [
-        context.Process(
-            target=process_main,
-            args=(url, clock.now().isoformat(), key, attempts, barrier, results),
-        )
-        for _ in range(processes_n)
-    ]
-    for proc in procs:
-        proc.start()
-    outcomes = []
-    try:
-        for _ in procs:
-            outcomes.append(results.get(timeout=90))
-    except queue.Empty:  # pragma: no cover - a hung worker
-        outcomes.append("timed out waiting for a worker")
-    finally:
-        for proc in procs:
-            proc.join(timeout=30)
-            if proc.is_alive():  # pragma: no cover
-                proc.kill()
-    assert [o for o in outcomes if isinstance(o, str)] == []
-    assert all(proc.exitcode == 0 for proc in procs)
-    return outcomes
+    return run_together(process_main, (url, clock.now().isoformat(), key, attempts), processes_n)
