@@ -8,6 +8,7 @@ Without PostgreSQL the PostgreSQL half is skipped, except under ``CI`` where it 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 
 from lumen_jupyter.core.clock import FakeClock
+from lumen_jupyter.demo.backend import DemoBackend
 from lumen_jupyter.store import Store, sqlite_url
 from tests import pg
 
@@ -122,6 +124,15 @@ def store(store_url: str) -> Iterator[Store]:
         yield db
     finally:
         db.dispose()
+
+
+@pytest.fixture
+def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
+    """An in-process demo backend with fault controls, on the server's event loop."""
+    backend = DemoBackend(enable_control=True)
+    jp_asyncio_loop.run_until_complete(backend.start())
+    yield backend
+    jp_asyncio_loop.run_until_complete(backend.stop())
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,16 +105,7 @@ def make_key(jp_fetch: Any) -> Any:
     return create
 
 
-# -- a demo backend of our own, and a YAML configuration pointing at it -----------------
-
-
-@pytest.fixture
-def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
-    """An in-process demo backend with fault controls, on the server's event loop."""
-    backend = DemoBackend(enable_control=True)
-    jp_asyncio_loop.run_until_complete(backend.start())
-    yield backend
-    jp_asyncio_loop.run_until_complete(backend.stop())
+# -- a YAML configuration pointing at the demo backend (the `demo` fixture) ---------------
 
 
 def model_entry(

@@ -70,14 +70,6 @@ def models(url: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
-    backend = DemoBackend(enable_control=True)
-    jp_asyncio_loop.run_until_complete(backend.start())
-    yield backend
-    jp_asyncio_loop.run_until_complete(backend.stop())
-
-
-@pytest.fixture
 def lumen_settings(tmp_path: Path, demo: DemoBackend, empty_store_url: str) -> dict[str, Any]:
     """The settings both hosts get (``c.Lumen.*``)."""
     path = tmp_path / "lumen.yaml"

@@ -48,14 +48,6 @@ def fake_hub(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[FakeHub]:
     jp_asyncio_loop.run_until_complete(hub.stop())
 
 
-@pytest.fixture
-def demo(jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[DemoBackend]:
-    backend = DemoBackend(enable_control=True)
-    jp_asyncio_loop.run_until_complete(backend.start())
-    yield backend
-    jp_asyncio_loop.run_until_complete(backend.stop())
-
-
 @dataclass
 class Service:
     root: str
