@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -147,6 +148,34 @@ def assert_ledger_invariant(store: Store) -> None:
             assert moved == expected, (
                 f"request {row.id} ({row.status}): ledger moved {moved}, expected {expected}"
             )
+
+
+def run_threads_together(work: Callable[[], Any], threads_n: int) -> list[Any]:
+    """``work()`` in ``threads_n`` threads that start at once (a barrier); their outcomes.
+    An exception in any thread fails the test."""
+    start = threading.Barrier(threads_n)
+    results: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def run() -> None:
+        try:
+            start.wait(timeout=30)
+            outcome = work()
+            with lock:
+                results.append(outcome)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    workers = [threading.Thread(target=run) for _ in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    assert len(results) == threads_n
+    return results
 
 
 def run_together(target: Callable[..., None], args: tuple[Any, ...], processes_n: int) -> list[Any]:

@@ -7,8 +7,6 @@ ledger's running sum, which is the balance's history), and ``balance == sum(ledg
 
 from __future__ import annotations
 
-import threading
-
 from sqlalchemy import func, select
 
 from lumen_jupyter.core.clock import FakeClock
@@ -24,7 +22,7 @@ from tests.core.concurrency_worker import (
     process_main,
     race_catalog,
 )
-from tests.core.helpers import assert_ledger_invariant, run_together
+from tests.core.helpers import assert_ledger_invariant, run_threads_together, run_together
 
 
 def check_outcome(store: Store, admitted: int, refused: int, attempts: int) -> None:
@@ -54,28 +52,7 @@ def check_outcome(store: Store, admitted: int, refused: int, attempts: int) -> N
 def test_threads_never_overspend(store: Store, clock: FakeClock) -> None:
     threads_n, attempts = 32, 3
     service = LumenService(store, race_catalog(), b"s" * 32, clock=clock)
-    start = threading.Barrier(threads_n)
-    results: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            start.wait(timeout=30)
-            outcome = attempt_calls(service, attempts)
-            with lock:
-                results.append(outcome)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    workers = [threading.Thread(target=run) for _ in range(threads_n)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert errors == []
-    assert len(results) == threads_n
+    results = run_threads_together(lambda: attempt_calls(service, attempts), threads_n)
     check_outcome(
         store,
         admitted=sum(a for a, _ in results),

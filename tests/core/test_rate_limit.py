@@ -6,7 +6,6 @@ writes the request row, in one transaction (``tests/core/rate_limit_worker.py``)
 
 from __future__ import annotations
 
-import threading
 from datetime import timedelta
 
 import pytest
@@ -22,7 +21,7 @@ from lumen_jupyter.core.service import LumenService
 from lumen_jupyter.store import Store
 from lumen_jupyter.store.schema import requests_log
 from tests import pg
-from tests.core.helpers import model, pool, run_together, who
+from tests.core.helpers import model, pool, run_threads_together, run_together, who
 from tests.core.rate_limit_worker import (
     PER_MINUTE,
     SECRET,
@@ -163,27 +162,7 @@ def test_admissions_batched_in_one_transaction_see_each_other(service: LumenServ
 def test_threads_on_one_key_admit_exactly_the_limit(service: LumenService) -> None:
     key = new_key(service)
     threads_n, attempts = 12, 4
-    start = threading.Barrier(threads_n)
-    results: list[tuple[int, int]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def run() -> None:
-        try:
-            start.wait(timeout=30)
-            outcome = hammer(service, key, attempts)
-            with lock:
-                results.append(outcome)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    workers = [threading.Thread(target=run) for _ in range(threads_n)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=60)
-    assert errors == []
+    results = run_threads_together(lambda: hammer(service, key, attempts), threads_n)
     assert sum(a for a, _ in results) == PER_MINUTE
     assert sum(limited for _, limited in results) == threads_n * attempts - PER_MINUTE
     assert calls_logged(service.store, key) == PER_MINUTE
