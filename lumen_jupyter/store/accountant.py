@@ -60,15 +60,44 @@ class _Work(Generic[T]):
 _STOP = object()
 
 
-def _is_lost(conn: Connection) -> bool:
-    """Whether a connection is gone (SQLAlchemy saw a disconnect, or the driver's
-    connection is closed or broken), rather than a statement failing on a good one."""
+_CONNECTION_GONE = ("08", "57P01", "57P02", "57P03")
+"""SQLSTATEs of a connection that is gone: connection exceptions, and the server
+shutting it down (an administrator, a crash, a restart)."""
+
+
+def _is_lost(conn: Connection, error: BaseException) -> bool:
+    """Whether a batch failed because its connection is gone, rather than a statement
+    failing on a good one.  The driver may not know yet: a terminated backend's last
+    message can be read before the socket's end, so the error itself is asked too."""
     if conn.invalidated:
         return True
     driver = conn.connection.dbapi_connection if not conn.closed else None
-    return driver is None or bool(
-        getattr(driver, "closed", False) or getattr(driver, "broken", False)
+    if driver is None or getattr(driver, "closed", False) or getattr(driver, "broken", False):
+        return True
+    return any(
+        getattr(cause, "connection_invalidated", False)
+        or str(getattr(cause, "sqlstate", None) or "").startswith(_CONNECTION_GONE)
+        for cause in _causes(error)
     )
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, the driver's error it wraps, and the errors it was raised from or
+    during (each once)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [error]
+    while todo:
+        cause = todo.pop()
+        if cause is None or id(cause) in seen:
+            continue
+        seen.add(id(cause))
+        yield cause
+        orig = getattr(cause, "orig", None)
+        todo += [
+            cause.__cause__,
+            cause.__context__,
+            orig if isinstance(orig, BaseException) else None,
+        ]
 
 
 def _by_account(work: _Work[Any]) -> int:
@@ -190,15 +219,19 @@ class Accountant:
             with conn.begin():
                 yield conn
                 self._committing = True  # a failure from here on may have committed
-        except BaseException:
-            self._lost = _is_lost(conn)
-            self._release_connection()
+        except BaseException as error:
+            self._lost = _is_lost(conn, error)
+            self._release_connection(invalidate=self._lost)
             raise
 
-    def _release_connection(self) -> None:
+    def _release_connection(self, *, invalidate: bool = False) -> None:
+        """Give the kept connection back to the pool - or, if it is gone, have the pool
+        drop it without trying to roll it back first."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # a broken connection: the pool drops it
+                if invalidate and not conn.closed:
+                    conn.invalidate()
                 conn.close()
 
     def _hand_back(self, batch: list[_Work[Any]]) -> None:
