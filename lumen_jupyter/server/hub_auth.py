@@ -14,7 +14,8 @@ own server.
   or unfiltered ``access:services``), as JupyterHub's own ``HubAuth`` requires;
   only users (not other services) are served.
 * Groups are the hub's; the YAML's group memberships are added by the catalog.
-  Hub group names select the YAML's groups (pools, model rules).
+  Hub group names select the YAML's groups (pools, model rules), and a hub group
+  may carry such settings itself (``properties.lumen``, :mod:`.hub_groups`).
 * Rights over other accounts come from custom scopes on the token
   (:mod:`.rights`), never from the hub's ``admin`` flag.
 * A request authenticated by the cookie and not a plain read must carry the page's
@@ -37,8 +38,10 @@ from tornado import web
 
 from ..core.errors import PermissionDenied
 from ..core.keys import KEY_PREFIX
+from ..core.service import LumenService
 from .base import LumenHandler
 from .hub_client import HubClient, HubUser, internal_ssl_context
+from .hub_groups import HubGroupSettings
 from .rights import rights_from_scopes
 from .service_auth import ADMIN_TOKEN_PREFIX, SessionUser, describe
 
@@ -131,9 +134,17 @@ def _b64(data: bytes) -> str:
 class HubSessions:
     """The hub's users as lumen's sessions, and the hub as lumen's user directory."""
 
-    def __init__(self, settings: HubSettings, secret: bytes, client: HubClient | None = None):
+    def __init__(
+        self,
+        settings: HubSettings,
+        secret: bytes,
+        client: HubClient | None = None,
+        service: LumenService | None = None,
+    ):
         self.settings = settings
         self.client = client or settings.client()
+        self.group_settings = None if service is None else HubGroupSettings(self.client, service)
+        """Keeps ``service``'s groups in step with the hub's (``properties.lumen``)."""
         self._xsrf_key = derived_key(secret, "xsrf")
         self._pkce_key = derived_key(secret, "pkce")
         self.cookie_secret = derived_key(secret, "cookies").hex()
@@ -157,6 +168,7 @@ class HubSessions:
         if found is None:
             return None
         user, _ = found
+        await self.refresh_groups()
         identity = describe(handler, user.name, user.groups, user.user_info)
         return SessionUser(identity, rights_from_scopes(user.scopes))
 
@@ -269,9 +281,16 @@ class HubSessions:
 
     async def groups_of(self, username: str) -> frozenset[str] | None:
         user = await self.client.user(username)
+        await self.refresh_groups()
         return None if user is None or user.kind != "user" else user.groups
 
+    async def refresh_groups(self) -> None:
+        """Take up the settings kept on the hub's groups, if they changed."""
+        if self.group_settings is not None:
+            await self.group_settings.refresh()
+
     async def memberships(self) -> Mapping[str, frozenset[str]]:
+        await self.refresh_groups()
         return await self.client.memberships()
 
     async def close(self) -> None:

@@ -80,6 +80,16 @@ class HubUser:
         )
 
 
+@dataclass(frozen=True)
+class HubGroups:
+    """The hub's groups: who is in which, and the lumen settings kept on them."""
+
+    members: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Each user's groups (users in no group are absent)."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """Each group's ``properties["lumen"]``, where it has one (not checked here)."""
+
+
 class TTLCache(Generic[K, V]):
     """Values kept ``seconds``, at most ``max_entries`` of them (oldest dropped first),
     with one fetch for concurrent misses of a key."""
@@ -164,7 +174,7 @@ class HubClient:
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._tokens: TTLCache[str, HubUser | None] = TTLCache(cache_seconds, max_entries)
         self._users: TTLCache[str, HubUser | None] = TTLCache(cache_seconds, max_entries)
-        self._groups: TTLCache[str, dict[str, frozenset[str]]] = TTLCache(cache_seconds, 1)
+        self._groups: TTLCache[str, HubGroups] = TTLCache(cache_seconds, 1)
         self._session: aiohttp.ClientSession | None = None
 
     # -- what is asked -------------------------------------------------------------------
@@ -195,10 +205,15 @@ class HubClient:
 
     async def memberships(self) -> dict[str, frozenset[str]]:
         """Every user's hub groups, from the hub's group list (``read:groups``)."""
-        return await self._groups.get("", self._fetch_memberships)
+        return (await self.groups()).members
 
-    async def _fetch_memberships(self) -> dict[str, frozenset[str]]:
+    async def groups(self) -> HubGroups:
+        """The hub's group list (``read:groups``): members, and lumen's group settings."""
+        return await self._groups.get("", self._fetch_groups)
+
+    async def _fetch_groups(self) -> HubGroups:
         members: dict[str, set[str]] = {}
+        settings: dict[str, Any] = {}
         offset = 0
         while True:
             query = urlencode({"offset": offset, "limit": PAGE_LIMIT})
@@ -210,13 +225,19 @@ class HubClient:
             if not isinstance(items, list):
                 raise HubUnavailable("The hub answered groups with something else than a list")
             for group in items:
+                name = group.get("name") if isinstance(group, dict) else None
+                if not isinstance(name, str):
+                    continue  # not a group model: nothing to learn from it
                 for user in group.get("users") or ():
-                    members.setdefault(str(user), set()).add(str(group["name"]))
+                    members.setdefault(str(user), set()).add(name)
+                properties = group.get("properties")
+                if isinstance(properties, dict) and "lumen" in properties:
+                    settings[name] = properties["lumen"]
             following = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
             if not following or not items:
                 break
             offset = int(following.get("offset", offset + len(items)))
-        return {user: frozenset(groups) for user, groups in members.items()}
+        return HubGroups({user: frozenset(groups) for user, groups in members.items()}, settings)
 
     async def token_for_code(
         self, code: str, *, client_id: str, redirect_uri: str, code_verifier: str

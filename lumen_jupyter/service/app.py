@@ -326,7 +326,9 @@ class LumenServe(Lumen, JupyterApp):
         hub_settings: dict[str, Any] = {}
         if self.hub_mode():
             settings = HubSettings.from_environ(self.prefix, self.hub_cache_seconds)
-            self.hub = sessions = HubSessions(settings, runtime.service.secret)
+            self.hub = sessions = HubSessions(
+                settings, runtime.service.secret, service=runtime.service
+            )
             hub_settings = self.hub.tornado_settings()
         return {
             "lumen_service": runtime.service,

@@ -274,6 +274,10 @@ class Hub:
     def remove_from_group(self, group: str, user: str) -> None:
         self.api("DELETE", f"groups/{group}/users", {"users": [user]})
 
+    def set_group_properties(self, group: str, properties: dict[str, Any]) -> None:
+        """What a hub administrator keeps on a group (``PUT groups/NAME/properties``)."""
+        self.api("PUT", f"groups/{group}/properties", properties)
+
     def start_server(self, user: str, timeout: float = 90.0) -> dict[str, Any]:
         """Start ``user``'s server (if not running) and wait until it is ready."""
         model = self.user(user)

@@ -632,6 +632,37 @@ def test_a_group_change_in_the_hub_changes_the_pool(hub: Hub) -> None:
     assert CLASS not in dave.profile()["tiles"]["groups"]
 
 
+def test_lumen_settings_kept_on_a_hub_group_reach_its_members(hub: Hub) -> None:
+    """A hub administrator keeps a pool on the hub group ``physics`` (unknown to the
+    YAML); dave joins it: his pool follows the group's properties, and a change of them."""
+    dave = Lane("dave's API token", hub.lumen_url, bearer(hub.api_token("dave")))
+    hub.api("POST", "groups/physics")
+    hub.set_group_properties("physics", {"lumen": {"tokens": {"max": 77, "starting": 77}}})
+
+    def pool_max() -> int:
+        return int(dave.profile()["pool"]["max"]["micro"]) // COIN
+
+    def becomes(value: int) -> None:
+        started = time.monotonic()
+        while pool_max() != value:
+            assert time.monotonic() - started < CACHE_SECONDS + 5, f"still {pool_max()}"
+            time.sleep(0.2)
+
+    try:
+        assert pool_max() == DEFAULT_MAX
+        hub.add_to_group("physics", "dave")
+        becomes(77)
+        assert dave.profile()["pool"]["source"] == "group:physics"
+        hub.set_group_properties("physics", {"lumen": {"tokens": {"max": 33, "starting": 33}}})
+        becomes(33)
+        hub.set_group_properties("physics", {"lumen": {"tokens": {"max": "a lot"}}})  # ignored
+        becomes(DEFAULT_MAX)
+        answer = dave.chat()
+        assert answer.status_code == 200, answer.text  # a wrong setting stops no call
+    finally:
+        hub.api("DELETE", "groups/physics")
+
+
 # -- last: the hub stops ------------------------------------------------------------------
 
 

@@ -71,6 +71,8 @@ class FakeHub:
         self.tokens: dict[str, FakeToken] = {}
         self.codes: dict[str, PendingCode] = {}
         self.asked: Counter[str] = Counter()
+        self.group_properties: dict[str, dict[str, Any]] = {}
+        """``properties`` of groups (a group with properties is listed, even when empty)."""
         self.service_origin = ""
         """Where the service's callback is (a real hub's proxy serves both on one origin)."""
         self.server: HTTPServer | None = None
@@ -119,12 +121,13 @@ class FakeHub:
 
     def groups(self) -> list[dict[str, Any]]:
         names = sorted({g for user in self.users.values() for g in user.groups})
+        names = sorted(set(names) | set(self.group_properties))
         return [
             {
                 "kind": "group",
                 "name": name,
                 "users": sorted(u.name for u in self.users.values() if name in u.groups),
-                "properties": {},
+                "properties": self.group_properties.get(name, {}),
             }
             for name in names
         ]

@@ -306,6 +306,103 @@ async def test_the_admin_api_describes_targets_with_their_hub_groups(service: Se
     assert [u["max"]["micro"] for u in users if u["username"] == "alice"] == [500_000_000]
 
 
+# -- settings kept on the hub's groups (properties.lumen) --------------------------------------
+
+
+async def pool_max(service: Service, token: str) -> int:
+    answer = await service.get("profile", token)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["pool"]["max"]["micro"]) // 1_000_000
+
+
+async def becomes(service: Service, token: str, coins: int) -> None:
+    """The pool's max becomes ``coins`` within the cache time."""
+    changed_at = time.monotonic()
+    while (now := await pool_max(service, token)) != coins:
+        assert time.monotonic() - changed_at < CACHE_SECONDS + 1.0, f"still {now}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_hub_groups_properties_give_its_members_a_pool(service: Service) -> None:
+    alice = service.hub.token("alice")
+    assert await pool_max(service, alice) == 20
+    service.hub.group_properties["class-a"] = {"lumen": {"tokens": {"max": 80, "starting": 80}}}
+    await becomes(service, alice, 80)
+    profile = (await service.get("profile", alice)).json()
+    assert "class-a" in profile["tiles"]["groups"]
+    assert profile["pool"]["source"] == "group:class-a"
+    service.hub.group_properties["class-a"]["lumen"]["tokens"]["max"] = 120
+    await becomes(service, alice, 120)
+    assert await pool_max(service, service.hub.token("erin")) == 20  # class-b: no such settings
+    del service.hub.group_properties["class-a"]
+    await becomes(service, alice, 20)
+
+
+async def test_a_hub_groups_properties_apply_to_its_members_personal_keys(
+    service: Service,
+) -> None:
+    service.hub.group_properties["class-a"] = {
+        "lumen": {"tokens": {"max": 80, "starting": 80}, "models": {"demo-pro": "blocked"}}
+    }
+    created = await service.http.post(
+        f"{service.api}keys",
+        json={"name": "script"},
+        headers={"Authorization": f"token {service.hub.token('alice')}"},
+    )
+    assert created.status_code in (200, 201), created.text
+    key = {"Authorization": f"Bearer {created.json()['key']}"}
+    profile = await service.get("profile", headers=key)
+    assert profile.json()["pool"]["max"]["micro"] == 80_000_000
+    answer = await service.http.post(
+        f"{service.root}lumen/v1/chat/completions",
+        json={"model": "demo-pro", "messages": MESSAGES, "max_tokens": 5},
+        headers=key,
+    )
+    assert answer.status_code == 403, answer.text
+    assert answer.json()["error"]["code"] == "model_blocked"
+
+
+async def test_the_configuration_file_has_the_last_word_over_a_hub_group(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.hub.users["alice"].groups.add("staff")
+    service.hub.group_properties["staff"] = {"lumen": {"tokens": {"max": 5, "starting": 5}}}
+    assert await pool_max(service, service.hub.token("alice")) == 500  # the YAML's staff pool
+    assert "the configuration file defines this group" in caplog.text
+
+
+async def test_wrong_settings_on_a_hub_group_are_skipped_and_calls_go_on(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    service.hub.group_properties["class-a"] = {"lumen": {"tokens": {"max": "plenty"}}}
+    service.hub.group_properties["class-b"] = {"lumen": {"tokens": {"max": 70, "starting": 70}}}
+    service.hub.group_properties["teachers"] = {
+        "lumen": {"members": ["alice"], "tokens": {"max": 900}}
+    }
+    service.hub.group_properties["nobody"] = {"lumen": ["not", "a", "mapping"]}
+    assert await pool_max(service, service.hub.token("erin")) == 70  # the good group applies
+    assert await pool_max(service, service.hub.token("alice")) == 20  # the bad one does not
+    assert await pool_max(service, service.hub.token("bob")) == 20
+    for group in ("class-a", "teachers", "nobody"):
+        assert f"hub group {group!r}: properties.lumen ignored" in caplog.text
+    assert "a hub group's members are the hub's" in caplog.text
+
+
+async def test_a_group_list_it_cannot_read_keeps_the_last_settings(
+    service: Service, caplog: pytest.LogCaptureFixture
+) -> None:
+    alice = service.hub.token("alice")
+    service.hub.group_properties["class-a"] = {"lumen": {"tokens": {"max": 80, "starting": 80}}}
+    assert await pool_max(service, alice) == 80
+    service.hub.service_token = "another-token"  # the service's role no longer reads groups
+    await asyncio.sleep(CACHE_SECONDS + 0.1)
+    asked = service.hub.asked["groups"]
+    for _ in range(20):
+        assert await pool_max(service, alice) == 80  # served, with the settings it had
+    assert service.hub.asked["groups"] - asked <= 2  # asked again per cache time, not per call
+    assert "group settings kept at the hub (properties.lumen) stay as they were" in caplog.text
+
+
 # -- the admin page ---------------------------------------------------------------------------
 
 
@@ -421,6 +518,7 @@ async def test_a_service_without_its_hub_role_says_which_scopes_it_needs(
 ) -> None:
     await use(service, "alice")
     service.hub.service_token = "another-token"  # the service's own token no longer reads users
+    await asyncio.sleep(CACHE_SECONDS + 0.1)  # the group list read before is kept until then
     answer = await service.admin("GET", "users")
     assert answer.status_code == 503
     assert "read:users, read:groups and list:groups" in answer.json()["error"]["message"]
