@@ -81,6 +81,7 @@ class LumenServe(Lumen, JupyterApp):
         "config": "LumenServe.python_config_file",
         "log-level": "Application.log_level",
         "access-log": "LumenServe.access_log",
+        "trust-xheaders": "LumenServe.trust_xheaders",
     }
     flags: dict[str, Any] = {}  # noqa: RUF012
 
@@ -109,6 +110,14 @@ class LumenServe(Lumen, JupyterApp):
         help="Where the access log goes: - (standard error), a file to append to, or an "
         "empty string for none. Lines are written in batches, at most a second late.",
     )
+    trust_xheaders = Enum(
+        ["auto", "on", "off"],
+        "auto",
+        config=True,
+        help="Take the client's address and scheme from X-Real-Ip / X-Forwarded-For / "
+        "X-Forwarded-Proto (set by a proxy in front: the hub's). auto: in hub mode only. "
+        "Without a proxy a caller could write them, and the access log would believe it.",
+    )
     shutdown_grace = Float(
         10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
     )
@@ -134,6 +143,10 @@ class LumenServe(Lumen, JupyterApp):
     """Who a caller without a lumen credential is; set, it replaces the hub's."""
     hub: HubSessions | None = None
     """The hub's sessions and directory of this worker, in hub mode."""
+
+    def trusts_xheaders(self) -> bool:
+        """Whether a proxy in front says who the client is (see ``trust_xheaders``)."""
+        return self.trust_xheaders == "on" or (self.trust_xheaders == "auto" and self.hub_mode())
 
     def hub_mode(self) -> bool:
         """Whether callers are identified by the hub."""
@@ -296,7 +309,7 @@ class LumenServe(Lumen, JupyterApp):
             idle_connection_timeout=self.idle_connection_timeout or None,
             body_timeout=self.body_timeout or None,
             max_body_size=max(self.max_request_bytes, self.max_body_bytes) * 2,
-            xheaders=True,
+            xheaders=self.trusts_xheaders(),
         )
         server.add_sockets(sockets)
         runtime.start_background()

@@ -164,6 +164,14 @@ async def test_the_access_log_never_carries_a_secret(
     assert lines[1].startswith("[WARNING lumen_jupyter.access] 40"), lines  # no session
 
 
+async def test_forwarded_headers_are_not_believed_without_a_proxy_in_front(host: Any) -> None:
+    """The links in an answer keep the scheme the caller really used."""
+    spoofed = {**host.session, "X-Forwarded-Proto": "https", "X-Scheme": "https"}
+    answer = await host.http.get(f"{host.v1}/models/demo-restricted", headers=spoofed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["consent"]["consent_url"].startswith("http://127.0.0.1:")
+
+
 def test_the_admin_token_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "dir" / "token"
     token = load_or_create_admin_token(path)

@@ -538,3 +538,16 @@ def test_hub_mode_follows_the_environment_unless_forced(
     replaced = LumenServe()
     replaced.session_authenticator = object()  # type: ignore[assignment]
     assert not replaced.hub_mode()
+
+
+def test_forwarded_headers_are_believed_behind_the_hub_only(
+    fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_API_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert not LumenServe().trusts_xheaders()  # nothing in front: a caller could write them
+    assert LumenServe(trust_xheaders="on").trusts_xheaders()  # a proxy of the operator's
+    for name, value in fake_hub.environ(PREFIX).items():
+        monkeypatch.setenv(name, value)
+    assert LumenServe().trusts_xheaders()  # the hub's proxy sets them
+    assert not LumenServe(trust_xheaders="off").trusts_xheaders()
