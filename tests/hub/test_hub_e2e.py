@@ -609,26 +609,27 @@ def test_a_personal_key_works_from_outside_and_is_revoked_at_once(hub: Hub, alic
 # -- the hub changes ----------------------------------------------------------------------
 
 
+def pool_max(lane: Lane) -> int:
+    return int(lane.profile()["pool"]["max"]["micro"]) // COIN
+
+
+def becomes(lane: Lane, coins: int) -> None:
+    """The pool's max becomes ``coins`` within the hub's cache time (and a little)."""
+    started = time.monotonic()
+    while (now := pool_max(lane)) != coins:
+        assert time.monotonic() - started < CACHE_SECONDS + 5, f"still {now}"
+        time.sleep(0.2)
+
+
 def test_a_group_change_in_the_hub_changes_the_pool(hub: Hub) -> None:
     """dave joins the hub group ``staff`` (a YAML group with a bigger pool), then leaves."""
     dave = Lane("dave's API token", hub.lumen_url, bearer(hub.api_token("dave")))
-
-    def pool_max() -> int:
-        return int(dave.profile()["pool"]["max"]["micro"]) // COIN
-
-    def becomes(value: int) -> float:
-        started = time.monotonic()
-        while pool_max() != value:
-            assert time.monotonic() - started < CACHE_SECONDS + 5, f"still {pool_max()}"
-            time.sleep(0.2)
-        return time.monotonic() - started
-
-    assert pool_max() == DEFAULT_MAX
+    assert pool_max(dave) == DEFAULT_MAX
     hub.add_to_group(STAFF, "dave")
-    assert becomes(STAFF_MAX) <= CACHE_SECONDS + 5
+    becomes(dave, STAFF_MAX)
     assert STAFF in dave.profile()["tiles"]["groups"]
     hub.remove_from_group(STAFF, "dave")
-    assert becomes(DEFAULT_MAX) <= CACHE_SECONDS + 5
+    becomes(dave, DEFAULT_MAX)
     assert CLASS not in dave.profile()["tiles"]["groups"]
 
 
@@ -638,25 +639,15 @@ def test_lumen_settings_kept_on_a_hub_group_reach_its_members(hub: Hub) -> None:
     dave = Lane("dave's API token", hub.lumen_url, bearer(hub.api_token("dave")))
     hub.api("POST", "groups/physics")
     hub.set_group_properties("physics", {"lumen": {"tokens": {"max": 77, "starting": 77}}})
-
-    def pool_max() -> int:
-        return int(dave.profile()["pool"]["max"]["micro"]) // COIN
-
-    def becomes(value: int) -> None:
-        started = time.monotonic()
-        while pool_max() != value:
-            assert time.monotonic() - started < CACHE_SECONDS + 5, f"still {pool_max()}"
-            time.sleep(0.2)
-
     try:
-        assert pool_max() == DEFAULT_MAX
+        assert pool_max(dave) == DEFAULT_MAX
         hub.add_to_group("physics", "dave")
-        becomes(77)
+        becomes(dave, 77)
         assert dave.profile()["pool"]["source"] == "group:physics"
         hub.set_group_properties("physics", {"lumen": {"tokens": {"max": 33, "starting": 33}}})
-        becomes(33)
+        becomes(dave, 33)
         hub.set_group_properties("physics", {"lumen": {"tokens": {"max": "a lot"}}})  # ignored
-        becomes(DEFAULT_MAX)
+        becomes(dave, DEFAULT_MAX)
         answer = dave.chat()
         assert answer.status_code == 200, answer.text  # a wrong setting stops no call
     finally:

@@ -115,6 +115,20 @@ async def use(service: Service, *names: str) -> None:
         assert answer.status_code == 200, answer.text
 
 
+async def pool_max(service: Service, token: str) -> int:
+    answer = await service.get("profile", token)
+    assert answer.status_code == 200, answer.text
+    return int(answer.json()["pool"]["max"]["micro"]) // 1_000_000
+
+
+async def becomes(service: Service, token: str, coins: int) -> None:
+    """The pool's max becomes ``coins`` within the cache time."""
+    changed_at = time.monotonic()
+    while (now := await pool_max(service, token)) != coins:
+        assert time.monotonic() - changed_at < CACHE_SECONDS + 1.0, f"still {now}"
+        await asyncio.sleep(0.05)
+
+
 # -- identity ---------------------------------------------------------------------------------
 
 
@@ -177,18 +191,10 @@ async def test_a_group_change_at_the_hub_changes_the_pool_within_the_cache_time(
     service: Service,
 ) -> None:
     token = service.hub.token("alice")
-    pool = (await service.get("profile", token)).json()["pool"]
-    assert pool["max"]["micro"] == 20_000_000
+    assert await pool_max(service, token) == 20
     service.hub.users["alice"].groups.add("staff")
-    changed_at = time.monotonic()
-    while True:
-        answer = (await service.get("profile", token)).json()
-        if answer["pool"]["max"]["micro"] == 500_000_000:
-            break
-        assert time.monotonic() - changed_at < CACHE_SECONDS + 1.0, "the change never arrived"
-        await asyncio.sleep(0.05)
-    assert "staff" in answer["tiles"]["groups"]
-    assert time.monotonic() - changed_at <= CACHE_SECONDS + 0.5
+    await becomes(service, token, 500)
+    assert "staff" in (await service.get("profile", token)).json()["tiles"]["groups"]
 
 
 async def test_a_personal_key_is_billed_with_its_owners_hub_groups(service: Service) -> None:
@@ -307,20 +313,6 @@ async def test_the_admin_api_describes_targets_with_their_hub_groups(service: Se
 
 
 # -- settings kept on the hub's groups (properties.lumen) --------------------------------------
-
-
-async def pool_max(service: Service, token: str) -> int:
-    answer = await service.get("profile", token)
-    assert answer.status_code == 200, answer.text
-    return int(answer.json()["pool"]["max"]["micro"]) // 1_000_000
-
-
-async def becomes(service: Service, token: str, coins: int) -> None:
-    """The pool's max becomes ``coins`` within the cache time."""
-    changed_at = time.monotonic()
-    while (now := await pool_max(service, token)) != coins:
-        assert time.monotonic() - changed_at < CACHE_SECONDS + 1.0, f"still {now}"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_hub_groups_properties_give_its_members_a_pool(service: Service) -> None:
