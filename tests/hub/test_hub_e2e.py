@@ -633,6 +633,21 @@ def test_a_group_change_in_the_hub_changes_the_pool(hub: Hub) -> None:
     assert CLASS not in dave.profile()["tiles"]["groups"]
 
 
+def test_a_stopped_servers_token_is_refused_within_the_cache_time(hub: Hub) -> None:
+    """The hub revokes a server's token when the server stops; lumen, which keeps the
+    hub's answers for ``hub_cache_seconds``, refuses it from then on."""
+    hub.start_server("dave")
+    server = Lane("dave's server token", hub.lumen_direct, bearer(hub.server_token("dave")))
+    assert server.profile()["user"]["username"] == "dave"
+    hub.stop_server("dave")
+    stopped = time.monotonic()
+    while (answer := server.request("GET", "api/profile")).status_code == 200:
+        assert time.monotonic() - stopped < CACHE_SECONDS + 5, "the old token still works"
+        time.sleep(0.2)
+    assert answer.status_code == 401, answer.text
+    assert "dave" not in answer.text
+
+
 def test_lumen_settings_kept_on_a_hub_group_reach_its_members(hub: Hub) -> None:
     """A hub administrator keeps a pool on the hub group ``physics`` (unknown to the
     YAML); dave joins it: his pool follows the group's properties, and a change of them."""
