@@ -323,6 +323,8 @@ async def test_a_hub_groups_properties_give_its_members_a_pool(service: Service)
     profile = (await service.get("profile", alice)).json()
     assert "class-a" in profile["tiles"]["groups"]
     assert profile["pool"]["source"] == "group:class-a"
+    pool = await service.admin("GET", "pool?user=alice")  # the admin API sees it too
+    assert pool.json()["result"]["pool"]["max"]["micro"] == 80_000_000
     service.hub.group_properties["class-a"]["lumen"]["tokens"]["max"] = 120
     await becomes(service, alice, 120)
     assert await pool_max(service, service.hub.token("erin")) == 20  # class-b: no such settings
