@@ -127,7 +127,10 @@ function field(label: string, input: HTMLInputElement, help?: string): HTMLEleme
 }
 
 function input(name: string, attrs: Record<string, string> = {}): HTMLInputElement {
-  return h('input', { class: 'lumen-input', attrs: { type: 'text', name, autocomplete: 'off', ...attrs } });
+  return h('input', {
+    class: 'lumen-input',
+    attrs: { type: 'text', name, autocomplete: 'off', ...attrs }
+  });
 }
 
 /** The balance cell: "12.5 / 20", or the pool's state. */
@@ -159,7 +162,14 @@ export class AdminView {
     this.isAdmin = hasReach(page.rights.admin);
     this.canGrant = this.isAdmin || hasReach(page.rights.grant);
     const columns: TableColumn<UserRow>[] = [
-      { id: 'user', label: 'User', kind: 'text', width: '16%', value: r => r.username, cell: r => r.username },
+      {
+        id: 'user',
+        label: 'User',
+        kind: 'text',
+        width: '16%',
+        value: r => r.username,
+        cell: r => r.username
+      },
       {
         id: 'pool',
         label: 'Pool',
@@ -236,7 +246,11 @@ export class AdminView {
       attrs: { role: 'status', 'aria-live': 'polite' }
     });
     this.error = h('p', { class: 'lumen-inline-error', attrs: { role: 'alert', hidden: true } });
-    this.search = input('search', { type: 'search', placeholder: 'Find a user', 'aria-label': 'Find a user' });
+    this.search = input('search', {
+      type: 'search',
+      placeholder: 'Find a user',
+      'aria-label': 'Find a user'
+    });
     this.search.classList.add('lumen-search');
     this.search.addEventListener('input', () => this.show());
     const tools = h(
@@ -269,7 +283,12 @@ export class AdminView {
       h(
         'section',
         { class: 'lumen-section', attrs: { 'aria-label': 'Users' } },
-        h('div', { class: 'lumen-section-head' }, h('h2', { class: 'lumen-section-title', text: 'Users' }), tools),
+        h(
+          'div',
+          { class: 'lumen-section-head' },
+          h('h2', { class: 'lumen-section-title', text: 'Users' }),
+          tools
+        ),
         this.error,
         this.status,
         this.table.el
@@ -317,7 +336,9 @@ export class AdminView {
 
   private show(): void {
     const query = this.search.value.trim().toLowerCase();
-    const rows = query ? this.rows.filter(r => r.username.toLowerCase().includes(query)) : this.rows;
+    const rows = query
+      ? this.rows.filter(r => r.username.toLowerCase().includes(query))
+      : this.rows;
     this.table.setRows(rows, query ? 'No user matches' : 'No accounts yet');
   }
 
@@ -374,7 +395,8 @@ export class AdminView {
   private async poolDialog(username: string): Promise<void> {
     let pool: PoolInfo;
     try {
-      pool = (await this.api.get<{ result: { pool: PoolInfo } }>('pool', { user: username })).result.pool;
+      pool = (await this.api.get<{ result: { pool: PoolInfo } }>('pool', { user: username })).result
+        .pool;
     } catch (err) {
       this.setError(messageOf(err));
       return;
@@ -417,13 +439,20 @@ export class AdminView {
         { label: 'Set pool', kind: 'primary', action: () => setPool(false), name: 'confirm' }
       );
     }
-    openDialog(this.el, { title: `Pool of ${username}`, body, buttons, className: 'lumen-admin-dialog' });
+    openDialog(this.el, {
+      title: `Pool of ${username}`,
+      body,
+      buttons,
+      className: 'lumen-admin-dialog'
+    });
   }
 
   private async usageDialog(username: string): Promise<void> {
     let usage: UsageHistory;
     try {
-      usage = (await this.api.get<{ result: UsageHistory }>('usage', { user: username, period: 'month' })).result;
+      usage = (
+        await this.api.get<{ result: UsageHistory }>('usage', { user: username, period: 'month' })
+      ).result;
     } catch (err) {
       this.setError(messageOf(err));
       return;
@@ -433,14 +462,22 @@ export class AdminView {
       'ul',
       { class: 'lumen-admin-totals' },
       ...totals.map(([name, values]) =>
-        h('li', {}, `${name}: ${formatCount(values.requests)} requests, ${coinsText(values.coins_micro)} coins`)
+        h(
+          'li',
+          {},
+          `${name}: ${formatCount(values.requests)} requests, ${coinsText(values.coins_micro)} coins`
+        )
       )
     );
     openDialog(this.el, {
       title: `Usage of ${username}, this month`,
       className: 'lumen-admin-dialog',
       body: totals.length
-        ? [h('div', { class: 'lumen-chart-wrap' }, renderChartSvg(usage, 'coins')), renderLegend(usage, 'coins'), list]
+        ? [
+            h('div', { class: 'lumen-chart-wrap' }, renderChartSvg(usage, 'coins')),
+            renderLegend(usage, 'coins'),
+            list
+          ]
         : [h('p', { text: 'No calls in this period.' })],
       buttons: [{ label: 'Close', action: () => undefined, name: 'cancel' }]
     });
@@ -456,8 +493,21 @@ export class AdminView {
       const keys = answer.result.keys;
       const table = new SortableTable<ApiKey>({
         columns: [
-          { id: 'id', label: 'ID', kind: 'number', numeric: true, value: k => k.id, cell: k => String(k.id) },
-          { id: 'name', label: 'Name', kind: 'text', value: k => k.name, cell: k => k.name || '(unnamed)' },
+          {
+            id: 'id',
+            label: 'ID',
+            kind: 'number',
+            numeric: true,
+            value: k => k.id,
+            cell: k => String(k.id)
+          },
+          {
+            id: 'name',
+            label: 'Name',
+            kind: 'text',
+            value: k => k.name,
+            cell: k => k.name || '(unnamed)'
+          },
           {
             id: 'hint',
             label: 'Hint',
@@ -465,8 +515,20 @@ export class AdminView {
             value: k => k.hint,
             cell: k => h('code', { class: 'lumen-hint', text: k.hint })
           },
-          { id: 'status', label: 'Status', kind: 'text', value: k => k.status, cell: k => k.status },
-          { id: 'expires', label: 'Expires', kind: 'date', value: k => k.expires_at, cell: k => expiresCell(k) },
+          {
+            id: 'status',
+            label: 'Status',
+            kind: 'text',
+            value: k => k.status,
+            cell: k => k.status
+          },
+          {
+            id: 'expires',
+            label: 'Expires',
+            kind: 'date',
+            value: k => k.expires_at,
+            cell: k => expiresCell(k)
+          },
           {
             id: 'revoke',
             label: 'Actions',
@@ -479,12 +541,18 @@ export class AdminView {
                 : h('button', {
                     class: 'lumen-button lumen-button-small lumen-button-danger-outline',
                     text: 'Revoke',
-                    attrs: { type: 'button', name: 'revoke', 'aria-label': `Revoke key ${k.name || k.id}` },
+                    attrs: {
+                      type: 'button',
+                      name: 'revoke',
+                      'aria-label': `Revoke key ${k.name || k.id}`
+                    },
                     on: {
                       click: () =>
                         confirmDialog(this.el, {
                           title: 'Revoke this key?',
-                          message: [`${username}'s key ${k.name || k.id} (${k.hint}) stops working at once.`],
+                          message: [
+                            `${username}'s key ${k.name || k.id} (${k.hint}) stops working at once.`
+                          ],
                           confirmLabel: 'Revoke',
                           danger: true,
                           onConfirm: async () => {

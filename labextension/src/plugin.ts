@@ -140,7 +140,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
 
     app.commands.addCommand(REVIEW_CONSENT, {
-      label: args => (args.model ? `Lumen: Review Consent for ${args.model}` : 'Lumen: Review Model Consent'),
+      label: args =>
+        args.model ? `Lumen: Review Consent for ${args.model}` : 'Lumen: Review Model Consent',
       caption: 'Open the consent notice of a model in the Lumen profile',
       execute: async args => {
         const widget = openProfile();
@@ -150,7 +151,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
         await controller.refresh().catch(() => undefined);
         const badge = await waitFor(() => {
-          for (const row of Array.from(widget.content.node.querySelectorAll('.lumen-models-table tr'))) {
+          for (const row of Array.from(
+            widget.content.node.querySelectorAll('.lumen-models-table tr')
+          )) {
             const name = row.querySelector("td[data-column='model']");
             if (name && (name.textContent ?? '').trim() === model) {
               row.scrollIntoView({ block: 'center' });
@@ -222,19 +225,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const notifyRefused = (event: RefusedEvent): void => {
       const model = event.model ?? 'the model';
       if (event.code === 'consent_required') {
-        Notification.warning(event.message || `${model} needs your consent before you can use it.`, {
-          autoClose: false,
-          actions: [
-            {
-              label: 'Review consent',
-              caption: `Open the notice of ${model} in your Lumen profile`,
-              displayType: 'accent',
-              callback: () => void app.commands.execute(REVIEW_CONSENT, { model: event.model ?? '' })
-            }
-          ]
-        });
+        Notification.warning(
+          event.message || `${model} needs your consent before you can use it.`,
+          {
+            autoClose: false,
+            actions: [
+              {
+                label: 'Review consent',
+                caption: `Open the notice of ${model} in your Lumen profile`,
+                displayType: 'accent',
+                callback: () =>
+                  void app.commands.execute(REVIEW_CONSENT, { model: event.model ?? '' })
+              }
+            ]
+          }
+        );
       } else if (event.code === 'coins_exhausted') {
-        const refill = event.next_refill_at ? ` Next refill: ${absoluteTime(event.next_refill_at)}.` : '';
+        const refill = event.next_refill_at
+          ? ` Next refill: ${absoluteTime(event.next_refill_at)}.`
+          : '';
         Notification.warning((event.message || 'Your Lumen coins are used up.') + refill, {
           autoClose: 10_000,
           actions: [
@@ -248,7 +257,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       } else {
         Notification.warning(event.message || `A call to ${model} was refused (${event.code}).`, {
           autoClose: 10_000,
-          actions: [{ label: 'Open profile', callback: () => void app.commands.execute(OPEN_PROFILE) }]
+          actions: [
+            { label: 'Open profile', callback: () => void app.commands.execute(OPEN_PROFILE) }
+          ]
         });
       }
     };

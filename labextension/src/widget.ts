@@ -78,7 +78,11 @@ export class KernelActions implements ProfileActions {
   private counter = 0;
   private readonly pending = new Map<
     string,
-    { resolve: (reply: { data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }) => void; reject: (e: Error) => void; timer: number }
+    {
+      resolve: (reply: { data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }) => void;
+      reject: (e: Error) => void;
+      timer: number;
+    }
   >();
 
   constructor(private readonly model: WidgetModel) {
@@ -116,20 +120,22 @@ export class KernelActions implements ProfileActions {
   private request(method: string, args: Record<string, unknown> = {}) {
     this.counter += 1;
     const requestId = `${this.prefix}-${this.counter}`;
-    return new Promise<{ data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }>((resolve, reject) => {
-      const timer = window.setTimeout(() => {
-        this.pending.delete(requestId);
-        reject(new Error('No answer from the kernel: is it running?'));
-      }, TIMEOUT_MS);
-      this.pending.set(requestId, { resolve, reject, timer });
-      try {
-        this.model.send({ type: 'intent', method, args, request_id: requestId });
-      } catch (err) {
-        window.clearTimeout(timer);
-        this.pending.delete(requestId);
-        reject(err instanceof Error ? err : new Error(String(err)));
+    return new Promise<{ data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }>(
+      (resolve, reject) => {
+        const timer = window.setTimeout(() => {
+          this.pending.delete(requestId);
+          reject(new Error('No answer from the kernel: is it running?'));
+        }, TIMEOUT_MS);
+        this.pending.set(requestId, { resolve, reject, timer });
+        try {
+          this.model.send({ type: 'intent', method, args, request_id: requestId });
+        } catch (err) {
+          window.clearTimeout(timer);
+          this.pending.delete(requestId);
+          reject(err instanceof Error ? err : new Error(String(err)));
+        }
       }
-    });
+    );
   }
 
   async refresh(): Promise<void> {
@@ -166,7 +172,17 @@ export class KernelActions implements ProfileActions {
   }
 }
 
-const TRAITS = ['profile', 'api_keys', 'models', 'usage', 'period', 'loading', 'error', 'keys_total', 'models_total'];
+const TRAITS = [
+  'profile',
+  'api_keys',
+  'models',
+  'usage',
+  'period',
+  'loading',
+  'error',
+  'keys_total',
+  'models_total'
+];
 
 function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
   const requested = model.get('section');

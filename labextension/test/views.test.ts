@@ -58,15 +58,27 @@ test('sorting: text ascending first, numbers descending first, empty last', () =
     { name: 'a2', n: 2 }
   ];
   const byName = sortRows(rows, columns, { column: 'name', direction: 'ascending' }, r => r.name);
-  assert.deepEqual(byName.map(r => r.name), ['A', 'a2', 'b', 'c']);
-  const first = nextSort({ column: 'name', direction: 'ascending' }, columns[1] as SortColumn<unknown>);
+  assert.deepEqual(
+    byName.map(r => r.name),
+    ['A', 'a2', 'b', 'c']
+  );
+  const first = nextSort(
+    { column: 'name', direction: 'ascending' },
+    columns[1] as SortColumn<unknown>
+  );
   assert.deepEqual(first, { column: 'n', direction: 'descending' });
   const byN = sortRows(rows, columns, first, r => r.name);
-  assert.deepEqual(byN.map(r => r.name), ['c', 'a2', 'b', 'A']);
+  assert.deepEqual(
+    byN.map(r => r.name),
+    ['c', 'a2', 'b', 'A']
+  );
   const flipped = nextSort(first, columns[1] as SortColumn<unknown>);
   assert.equal(flipped.direction, 'ascending');
   const up = sortRows(rows, columns, flipped, r => r.name);
-  assert.deepEqual(up.map(r => r.name), ['a2', 'b', 'c', 'A']);
+  assert.deepEqual(
+    up.map(r => r.name),
+    ['a2', 'b', 'c', 'A']
+  );
 });
 
 test('progress bar share is computed on integers', () => {
@@ -78,7 +90,9 @@ test('progress bar share is computed on integers', () => {
 
 test('chart data: stacked series, at most eight, the rest as Other', () => {
   const names = Array.from({ length: 10 }, (_, i) => `m${i}`);
-  const totals = Object.fromEntries(names.map((n, i) => [n, { requests: 1, tokens: 10, coins_micro: (i + 1) * 1000 }]));
+  const totals = Object.fromEntries(
+    names.map((n, i) => [n, { requests: 1, tokens: 10, coins_micro: (i + 1) * 1000 }])
+  );
   const usage = {
     period: 'week' as const,
     bucket: 'day' as const,
@@ -94,7 +108,10 @@ test('chart data: stacked series, at most eight, the rest as Other', () => {
   assert.equal(data.series.length, 8);
   assert.equal(data.series[0], 'm9');
   assert.equal(data.series[7], 'Other');
-  assert.equal(data.totals.reduce((a, b) => a + b, 0), 55_000);
+  assert.equal(
+    data.totals.reduce((a, b) => a + b, 0),
+    55_000
+  );
   assert.equal(data.totals[7], 1000 + 2000 + 3000);
   assert.equal(data.rows[1].total, 0);
   assert.equal(data.max, 55_000);
@@ -116,7 +133,7 @@ test('an exhausted pool promises a refill only when it has one', () => {
   assert.match(never, /until an admin grants more coins \(this pool does not refill\)/);
 });
 
-test('a new key\'s limits are read from the dialog, or refused with a message', () => {
+test("a new key's limits are read from the dialog, or refused with a message", () => {
   assert.deepEqual(readLimits('', ''), {});
   assert.deepEqual(readLimits(' 5 ', '7d'), { budget: '5', expires_in: '7d' });
   assert.deepEqual(readLimits('0.25', ''), { budget: '0.25' });

@@ -65,7 +65,9 @@ export class LumenEventStream {
   private connected = false;
   private readonly onVisibility = () => this.visibilityChanged();
 
-  constructor(private readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+  constructor(
+    private readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()
+  ) {}
 
   get isConnected(): boolean {
     return this.connected;

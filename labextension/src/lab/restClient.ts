@@ -63,7 +63,8 @@ export class LumenRestClient {
       data = null;
     }
     if (!response.ok) {
-      const message = data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
+      const message =
+        data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
       if (response.status === 404 && !data?.error) {
         throw new Error('The lumen-jupyter server extension is not enabled on this server');
       }

@@ -49,7 +49,10 @@ export class RestProfileController implements ProfileActions {
   startPolling(seconds: number): void {
     this.stopPolling();
     if (seconds > 0) {
-      this.timer = window.setInterval(() => void this.refresh().catch(() => undefined), seconds * 1000);
+      this.timer = window.setInterval(
+        () => void this.refresh().catch(() => undefined),
+        seconds * 1000
+      );
     }
   }
 
@@ -97,7 +100,14 @@ export class RestProfileController implements ProfileActions {
     this.generation += 1;
     this.inFlight = null; // a panel opened next loads afresh, not into the forgotten state
     this.listsComplete = false;
-    this.set({ keys: [], models: [], usage: null, keysTotal: null, modelsTotal: null, loading: false });
+    this.set({
+      keys: [],
+      models: [],
+      usage: null,
+      keysTotal: null,
+      modelsTotal: null,
+      loading: false
+    });
   }
 
   private async load(): Promise<void> {
@@ -157,7 +167,10 @@ export class RestProfileController implements ProfileActions {
       this.client.modelList({ limit: FIRST_PAGE }).then(page => {
         this.mark('models-first-page');
         if (current()) {
-          this.set({ models: page.models, modelsTotal: page.models.length < page.total ? page.total : null });
+          this.set({
+            models: page.models,
+            modelsTotal: page.models.length < page.total ? page.total : null
+          });
         }
       }),
       this.client.usage(this.current.period).then(usage => {
@@ -180,7 +193,11 @@ export class RestProfileController implements ProfileActions {
     if (current()) {
       this.mark('lists');
       this.listsComplete = true;
-      this.set({ keys: keys.keys, keysTotal: null, ...(models ? { models: models.models, modelsTotal: null } : {}) });
+      this.set({
+        keys: keys.keys,
+        keysTotal: null,
+        ...(models ? { models: models.models, modelsTotal: null } : {})
+      });
     }
   }
 
@@ -191,7 +208,13 @@ export class RestProfileController implements ProfileActions {
 
   async createKey(): Promise<CreatedKey> {
     const created = await this.client.createKey();
-    return { id: created.id, hint: created.hint, name: created.name, status: created.status, key: created.key };
+    return {
+      id: created.id,
+      hint: created.hint,
+      name: created.name,
+      status: created.status,
+      key: created.key
+    };
   }
 
   async saveKey(id: number, name: string, limits: KeyLimits = {}): Promise<void> {

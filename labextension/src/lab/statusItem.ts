@@ -10,14 +10,7 @@ import { absoluteTime, coinsText, formatCountdown, microOf, parseTime } from '..
 import type { PoolInfo } from '../views/types';
 
 export type MeterLevel =
-  | 'normal'
-  | 'low'
-  | 'exhausted'
-  | 'unlimited'
-  | 'none'
-  | 'blocked'
-  | 'loading'
-  | 'config-error';
+  'normal' | 'low' | 'exhausted' | 'unlimited' | 'none' | 'blocked' | 'loading' | 'config-error';
 
 /** What the meter says instead of coins when lumen could not load its configuration. */
 export const CONFIG_ERROR_TEXT = 'Lumen: configuration error';
@@ -177,7 +170,10 @@ export class CoinStatusItem extends Widget {
     this.coins.textContent = meterCoins(pool);
     const tooltip = meterTooltip(pool, this.connected);
     this.node.title = tooltip;
-    this.node.setAttribute('aria-label', `Lumen coins: ${meterCoins(pool)}. Open the Lumen profile`);
+    this.node.setAttribute(
+      'aria-label',
+      `Lumen coins: ${meterCoins(pool)}. Open the Lumen profile`
+    );
     this.renderCountdown();
   }
 

@@ -19,7 +19,10 @@ export function openConsentDialog(ctx: ViewContext, model: ModelInfo): DialogHan
         { class: 'lumen-muted' },
         'This model needs a one-time acknowledgment before you can use it. If the notice changes, you will be asked again.'
       ),
-      h('blockquote', { class: 'lumen-notice', text: model.notice || 'This model requires your consent before use.' })
+      h('blockquote', {
+        class: 'lumen-notice',
+        text: model.notice || 'This model requires your consent before use.'
+      })
     ],
     buttons: [
       { label: 'Cancel', action: () => undefined, name: 'cancel' },

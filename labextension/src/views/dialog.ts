@@ -45,8 +45,7 @@ export function openDialog(host: HTMLElement, options: DialogOptions): DialogHan
   const titleId = uid('dialog-title');
   const bodyId = uid('dialog-body');
   const active = host.ownerDocument.activeElement as HTMLElement | null;
-  const opener =
-    options.opener ?? (active && active !== host.ownerDocument.body ? active : null);
+  const opener = options.opener ?? (active && active !== host.ownerDocument.body ? active : null);
   const returnTo = focusReturn(opener, host);
   const error = h('p', { class: 'lumen-dialog-error', attrs: { role: 'alert', hidden: true } });
   const buttonRow = h('div', { class: 'lumen-dialog-buttons' });
@@ -235,9 +234,7 @@ function focusReturn(opener: HTMLElement | null, host: HTMLElement): () => void 
 }
 
 function headingOf(section: HTMLElement | null): HTMLElement | null {
-  const heading = section?.isConnected
-    ? section.querySelector<HTMLElement>('h2, h3, h4')
-    : null;
+  const heading = section?.isConnected ? section.querySelector<HTMLElement>('h2, h3, h4') : null;
   if (heading && !heading.hasAttribute('tabindex')) {
     heading.setAttribute('tabindex', '-1');
   }

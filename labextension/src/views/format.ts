@@ -108,7 +108,11 @@ const ABSOLUTE = new Intl.DateTimeFormat('en-GB', {
   minute: '2-digit'
 });
 
-const DATE_ONLY = new Intl.DateTimeFormat('en-GB', { year: 'numeric', month: 'short', day: 'numeric' });
+const DATE_ONLY = new Intl.DateTimeFormat('en-GB', {
+  year: 'numeric',
+  month: 'short',
+  day: 'numeric'
+});
 
 /** "4 Mar 2026, 12:00" in the browser's time zone; "—" when absent. */
 export function absoluteTime(iso: string | null | undefined): string {

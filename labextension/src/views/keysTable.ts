@@ -20,7 +20,11 @@ import { timeCell } from './webChatRow';
 /** "2.5 left of 5", or a dash for a key limited by the pool only. */
 export function budgetCell(key: ApiKey): HTMLElement | string {
   if (key.budget_micro === null || key.budget_micro === undefined) {
-    return h('span', { class: 'lumen-muted', text: '—', title: 'No budget of its own: the pool limits it' });
+    return h('span', {
+      class: 'lumen-muted',
+      text: '—',
+      title: 'No budget of its own: the pool limits it'
+    });
   }
   const left = Math.max(0, key.budget_micro - (key.coins_micro ?? 0));
   return h('span', {
@@ -66,7 +70,9 @@ export class KeysSection {
             'span',
             { class: 'lumen-key-name-cell' },
             k.name || '(unnamed)',
-            k.status === 'revoked' ? h('span', { class: 'lumen-sr-only', text: ' (revoked)' }) : null
+            k.status === 'revoked'
+              ? h('span', { class: 'lumen-sr-only', text: ' (revoked)' })
+              : null
           )
       },
       {
@@ -174,7 +180,12 @@ export class KeysSection {
         h(
           'div',
           { class: 'lumen-section-tools' },
-          h('label', { class: 'lumen-check', attrs: { for: toggleId } }, this.showDeleted, 'Show deleted keys'),
+          h(
+            'label',
+            { class: 'lumen-check', attrs: { for: toggleId } },
+            this.showDeleted,
+            'Show deleted keys'
+          ),
           this.newButton
         )
       ),
@@ -190,7 +201,12 @@ export class KeysSection {
 
   update(state: ProfileState, all = true): void {
     const ready = this.ready || !state.loading || state.keys.length > 0 || state.keysTotal !== null;
-    if (!all && state.keys === this.keys && state.keysTotal === this.total && ready === this.ready) {
+    if (
+      !all &&
+      state.keys === this.keys &&
+      state.keysTotal === this.total &&
+      ready === this.ready
+    ) {
       return;
     }
     this.keys = state.keys;
@@ -213,7 +229,9 @@ export class KeysSection {
       }
       return;
     }
-    const rows = this.showDeleted.checked ? this.keys : this.keys.filter(k => k.status !== 'revoked');
+    const rows = this.showDeleted.checked
+      ? this.keys
+      : this.keys.filter(k => k.status !== 'revoked');
     const revoked = this.keys.length - this.keys.filter(k => k.status !== 'revoked').length;
     const empty =
       this.keys.length && !this.showDeleted.checked

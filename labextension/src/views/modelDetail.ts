@@ -28,14 +28,17 @@ function price(value: Coins): string {
 }
 
 function row(label: string, value: Child): Child[] {
-  return [h('tr', {}, h('th', { text: label, attrs: { scope: 'row' } }), h('td', {}, value ?? '—'))];
+  return [
+    h('tr', {}, h('th', { text: label, attrs: { scope: 'row' } }), h('td', {}, value ?? '—'))
+  ];
 }
 
 export function openModelDetail(ctx: ViewContext, model: ModelInfo): DialogHandle {
   const instances = model.instances
     ? ` (${model.instances.healthy} of ${model.instances.configured} backends healthy)`
     : '';
-  const modalities = (list: string[] | null | undefined) => (list && list.length ? list.join(', ') : 'Unknown');
+  const modalities = (list: string[] | null | undefined) =>
+    list && list.length ? list.join(', ') : 'Unknown';
   const usage = model.usage;
   const details = h(
     'table',
@@ -45,8 +48,14 @@ export function openModelDetail(ctx: ViewContext, model: ModelInfo): DialogHandl
     ...row('Status', h('span', {}, statusBadge(model.status), instances)),
     ...row('Input price', price(model.input_cost_per_million)),
     ...row('Output price', price(model.output_cost_per_million)),
-    ...row('Context window', model.max_model_len ? `${formatCount(model.max_model_len)} tokens` : 'Unknown'),
-    ...row('Max output', model.max_output_tokens ? `${formatCount(model.max_output_tokens)} tokens` : 'Unknown'),
+    ...row(
+      'Context window',
+      model.max_model_len ? `${formatCount(model.max_model_len)} tokens` : 'Unknown'
+    ),
+    ...row(
+      'Max output',
+      model.max_output_tokens ? `${formatCount(model.max_output_tokens)} tokens` : 'Unknown'
+    ),
     ...row('Function calling', yesNo(model.supports_function_calling)),
     ...row('Reasoning', yesNo(model.supports_reasoning)),
     ...row('Input', modalities(model.input_modalities)),
@@ -63,11 +72,19 @@ export function openModelDetail(ctx: ViewContext, model: ModelInfo): DialogHandl
     details
   ];
   if (model.notice) {
-    body.push(h('h4', { text: 'Notice' }), h('blockquote', { class: 'lumen-notice', text: model.notice }));
+    body.push(
+      h('h4', { text: 'Notice' }),
+      h('blockquote', { class: 'lumen-notice', text: model.notice })
+    );
   }
   let handle: DialogHandle;
   const buttons: DialogButton[] = [
-    { label: 'Close', action: () => undefined, name: 'close', kind: model.access === 'needs_ack' ? 'default' : 'primary' }
+    {
+      label: 'Close',
+      action: () => undefined,
+      name: 'close',
+      kind: model.access === 'needs_ack' ? 'default' : 'primary'
+    }
   ];
   if (model.access === 'needs_ack') {
     buttons.push({

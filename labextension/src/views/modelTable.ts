@@ -24,7 +24,11 @@ export function hiddenByDefault(model: ModelInfo): boolean {
   return !model.active || model.status === 'disabled' || model.access === 'blocked';
 }
 
-export function visibleModels(models: readonly ModelInfo[], query: string, showDisabled: boolean): ModelInfo[] {
+export function visibleModels(
+  models: readonly ModelInfo[],
+  query: string,
+  showDisabled: boolean
+): ModelInfo[] {
   return models.filter(m => (showDisabled || !hiddenByDefault(m)) && matchesSearch(m.name, query));
 }
 
@@ -154,7 +158,12 @@ export class ModelsSection {
           'div',
           { class: 'lumen-section-tools' },
           this.search,
-          h('label', { class: 'lumen-check', attrs: { for: toggleId } }, this.showDisabled, 'Show disabled')
+          h(
+            'label',
+            { class: 'lumen-check', attrs: { for: toggleId } },
+            this.showDisabled,
+            'Show disabled'
+          )
         )
       ),
       this.count,
@@ -163,8 +172,14 @@ export class ModelsSection {
   }
 
   update(state: ProfileState, all = true): void {
-    const ready = this.ready || !state.loading || state.models.length > 0 || state.modelsTotal !== null;
-    if (!all && state.models === this.models && state.modelsTotal === this.total && ready === this.ready) {
+    const ready =
+      this.ready || !state.loading || state.models.length > 0 || state.modelsTotal !== null;
+    if (
+      !all &&
+      state.models === this.models &&
+      state.modelsTotal === this.total &&
+      ready === this.ready
+    ) {
       return;
     }
     this.models = state.models;
@@ -189,7 +204,11 @@ export class ModelsSection {
         this.table.showWaiting(`Loading all ${this.total} models…`);
       } else {
         // Room for every model: the disabled ones it will hide are not known yet.
-        this.table.setFirstRows(visibleModels(this.models, '', false), this.total, 'No models to show yet.');
+        this.table.setFirstRows(
+          visibleModels(this.models, '', false),
+          this.total,
+          'No models to show yet.'
+        );
       }
       return;
     }

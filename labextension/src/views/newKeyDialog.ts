@@ -13,7 +13,6 @@ import { h, uid } from './dom';
 import { KEY_LIFETIMES, readLimits } from './keyLimits';
 import type { CreatedKey } from './types';
 
-
 async function copyText(text: string, field: HTMLInputElement): Promise<boolean> {
   try {
     if (navigator.clipboard && window.isSecureContext) {
@@ -52,7 +51,10 @@ export function openNewKeyDialog(
   });
   keyField.value = created.key;
   keyField.addEventListener('focus', () => keyField.select());
-  const copied = h('span', { class: 'lumen-copy-status', attrs: { role: 'status', 'aria-live': 'polite' } });
+  const copied = h('span', {
+    class: 'lumen-copy-status',
+    attrs: { role: 'status', 'aria-live': 'polite' }
+  });
   const copyButton = h('button', {
     class: 'lumen-button lumen-copy-button',
     text: 'Copy',
@@ -134,7 +136,11 @@ export function openNewKeyDialog(
       copied,
       h('label', { class: 'lumen-field-label', text: 'Name', attrs: { for: nameId } }),
       nameField,
-      h('label', { class: 'lumen-field-label', text: 'Budget (coins, optional)', attrs: { for: budgetId } }),
+      h('label', {
+        class: 'lumen-field-label',
+        text: 'Budget (coins, optional)',
+        attrs: { for: budgetId }
+      }),
       budgetField,
       h(
         'p',

@@ -59,14 +59,21 @@ export class ProfileView {
     this.section = options.section ?? 'profile';
     this.el = h('div', {
       class: `lumen-profile lumen-view-${this.section}`,
-      attrs: { 'data-lm-suppress-shortcuts': 'true', role: 'region', 'aria-label': `Lumen ${SECTION_TITLE[this.section]}` }
+      attrs: {
+        'data-lm-suppress-shortcuts': 'true',
+        role: 'region',
+        'aria-label': `Lumen ${SECTION_TITLE[this.section]}`
+      }
     });
     // Keys typed in the view (search box, key name, dialog buttons) are not notebook shortcuts.
     this.el.addEventListener('keydown', event => event.stopPropagation());
     this.ctx = { actions, dialogHost: this.el, now: () => Date.now() };
     this.countdown = new RefillCountdown(() => void this.actions.refresh().catch(() => undefined));
     this.banner = h('div', { class: 'lumen-banner', attrs: { role: 'alert', hidden: true } });
-    this.status = h('span', { class: 'lumen-status', attrs: { role: 'status', 'aria-live': 'polite' } });
+    this.status = h('span', {
+      class: 'lumen-status',
+      attrs: { role: 'status', 'aria-live': 'polite' }
+    });
 
     const parts: HTMLElement[] = [];
     const toolbar = h(
@@ -84,7 +91,10 @@ export class ProfileView {
     parts.push(toolbar, this.banner);
     const wants = (s: Section) => this.section === 'profile' || this.section === s;
     if (wants('balance')) {
-      this.card = h('div', { class: 'lumen-card', attrs: { 'aria-label': 'Profile card', role: 'group' } });
+      this.card = h('div', {
+        class: 'lumen-card',
+        attrs: { 'aria-label': 'Profile card', role: 'group' }
+      });
       parts.push(this.card);
     }
     if (this.section === 'profile') {
@@ -158,12 +168,19 @@ export class ProfileView {
     const shown = this.shown;
     this.shown = state;
     this.renderStatus(state);
-    const profileChanged = all || !shown || state.profile !== shown.profile || (!state.profile && state.loading !== shown.loading);
+    const profileChanged =
+      all ||
+      !shown ||
+      state.profile !== shown.profile ||
+      (!state.profile && state.loading !== shown.loading);
     if (this.card && profileChanged) {
       this.renderCard(state.profile);
     }
     if (this.webChat && profileChanged) {
-      replaceChildren(this.webChat, state.profile ? renderWebChatRow(state.profile.web_chat, Date.now()) : null);
+      replaceChildren(
+        this.webChat,
+        state.profile ? renderWebChatRow(state.profile.web_chat, Date.now()) : null
+      );
     }
     this.keys?.update(state, all);
     this.models?.update(state, all);
@@ -200,7 +217,10 @@ export class ProfileView {
     if (!profile) {
       replaceChildren(
         card,
-        h('div', { class: 'lumen-placeholder', text: this.state.loading ? 'Loading your profile…' : 'No profile loaded.' })
+        h('div', {
+          class: 'lumen-placeholder',
+          text: this.state.loading ? 'Loading your profile…' : 'No profile loaded.'
+        })
       );
       return;
     }

@@ -37,7 +37,10 @@ export function nextSort(current: SortState, column: SortColumn<unknown>): SortS
   return { column: column.id, direction: firstDirection(column.kind) };
 }
 
-function sortKey(kind: ColumnKind, raw: string | number | null | undefined): string | number | null {
+function sortKey(
+  kind: ColumnKind,
+  raw: string | number | null | undefined
+): string | number | null {
   if (raw === null || raw === undefined || raw === '') {
     return null;
   }

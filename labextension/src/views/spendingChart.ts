@@ -9,7 +9,13 @@ import type { ViewContext } from './context';
 import { messageOf } from './dialog';
 import { h, svg } from './dom';
 import { bucketLabel, compactCoins, compactNumber, formatCoins, formatCount } from './format';
-import { PERIODS, type Period, type ProfileState, type UsageHistory, type UsageValues } from './types';
+import {
+  PERIODS,
+  type Period,
+  type ProfileState,
+  type UsageHistory,
+  type UsageValues
+} from './types';
 
 export type Metric = 'coins' | 'tokens';
 
@@ -37,7 +43,7 @@ function metricOf(values: UsageValues | undefined, metric: Metric): number {
   if (!values) {
     return 0;
   }
-  return metric === 'coins' ? values.coins_micro ?? 0 : values.tokens ?? 0;
+  return metric === 'coins' ? (values.coins_micro ?? 0) : (values.tokens ?? 0);
 }
 
 export interface ChartData {
@@ -51,7 +57,8 @@ export interface ChartData {
 /** Fold the history into at most MAX_SERIES series (the rest as "Other"). */
 export function chartData(usage: UsageHistory, metric: Metric): ChartData {
   const ordered = [...usage.series].sort(
-    (a, b) => metricOf(usage.totals[b], metric) - metricOf(usage.totals[a], metric) || a.localeCompare(b)
+    (a, b) =>
+      metricOf(usage.totals[b], metric) - metricOf(usage.totals[a], metric) || a.localeCompare(b)
   );
   const used = ordered.filter(name => metricOf(usage.totals[name], metric) > 0);
   const named = used.length > MAX_SERIES ? used.slice(0, MAX_SERIES - 1) : used;
@@ -122,7 +129,13 @@ export function renderChartSvg(usage: UsageHistory, metric: Metric): SVGSVGEleme
   for (const tick of ticks) {
     const ty = y(tick);
     axis.appendChild(
-      svg('line', { x1: PAD.left, x2: WIDTH - PAD.right, y1: ty, y2: ty, class: 'lumen-chart-grid' })
+      svg('line', {
+        x1: PAD.left,
+        x2: WIDTH - PAD.right,
+        y1: ty,
+        y2: ty,
+        class: 'lumen-chart-grid'
+      })
     );
     const text = svg('text', { x: PAD.left - 8, y: ty + 4, 'text-anchor': 'end' });
     text.textContent = metric === 'coins' ? compactCoins(tick) : compactNumber(tick);
@@ -212,13 +225,21 @@ export function renderLegend(usage: UsageHistory, metric: Metric): HTMLElement {
       h(
         'li',
         { dataset: { series: name } },
-        h('span', { class: `lumen-swatch ${seriesClass(i, name)}`, attrs: { 'aria-hidden': 'true' } }),
+        h('span', {
+          class: `lumen-swatch ${seriesClass(i, name)}`,
+          attrs: { 'aria-hidden': 'true' }
+        }),
         h('span', { class: 'lumen-legend-name', text: name }),
         h(
           'span',
           { class: 'lumen-legend-value' },
           valueText(data.totals[i], metric),
-          otherTotals.has(name) ? h('span', { class: 'lumen-muted', text: ` · ${valueText(otherTotals.get(name) ?? 0, other)}` }) : null
+          otherTotals.has(name)
+            ? h('span', {
+                class: 'lumen-muted',
+                text: ` · ${valueText(otherTotals.get(name) ?? 0, other)}`
+              })
+            : null
         )
       )
     )
@@ -237,7 +258,10 @@ export class SpendingSection {
   private requested: Period | null = null;
 
   constructor(private readonly ctx: ViewContext) {
-    const periods = h('div', { class: 'lumen-segmented', attrs: { role: 'group', 'aria-label': 'Period' } });
+    const periods = h('div', {
+      class: 'lumen-segmented',
+      attrs: { role: 'group', 'aria-label': 'Period' }
+    });
     for (const period of PERIODS) {
       const button = h('button', {
         class: 'lumen-segment',
@@ -249,7 +273,10 @@ export class SpendingSection {
       this.periodButtons.set(period, button);
       periods.appendChild(button);
     }
-    const metrics = h('div', { class: 'lumen-segmented', attrs: { role: 'group', 'aria-label': 'Measure' } });
+    const metrics = h('div', {
+      class: 'lumen-segmented',
+      attrs: { role: 'group', 'aria-label': 'Measure' }
+    });
     for (const metric of ['coins', 'tokens'] as Metric[]) {
       const button = h('button', {
         class: 'lumen-segment',
@@ -332,7 +359,9 @@ export class SpendingSection {
     this.el.setAttribute('aria-busy', String(this.requested !== null));
     if (!usage) {
       this.summary.textContent = '';
-      this.body.replaceChildren(h('p', { class: 'lumen-muted', text: this.state?.loading ? 'Loading…' : 'No history yet.' }));
+      this.body.replaceChildren(
+        h('p', { class: 'lumen-muted', text: this.state?.loading ? 'Loading…' : 'No history yet.' })
+      );
       return;
     }
     let coins = 0;

@@ -206,7 +206,8 @@ export class SortableTable<T> {
     const sortWaits =
       this.partial &&
       (this.sortState.column !== initial.column || this.sortState.direction !== initial.direction);
-    this.notice = this.waiting ?? (sortWaits ? `Sorting when all ${this.total} rows have arrived…` : null);
+    this.notice =
+      this.waiting ?? (sortWaits ? `Sorting when all ${this.total} rows have arrived…` : null);
     this.sorted = this.notice
       ? []
       : sortRows(this.rows, this.options.columns, this.sortState, this.options.tieBreak);
@@ -224,7 +225,10 @@ export class SortableTable<T> {
       if (column?.sortable === false) {
         continue;
       }
-      th.setAttribute('aria-sort', id === this.sortState.column ? this.sortState.direction : 'none');
+      th.setAttribute(
+        'aria-sort',
+        id === this.sortState.column ? this.sortState.direction : 'none'
+      );
     }
   }
 

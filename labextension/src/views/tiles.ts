@@ -248,7 +248,9 @@ export function renderTiles(profile: Profile, countdown: RefillCountdown): HTMLE
     tile(
       'favorite-model',
       'Favorite Model',
-      tiles.favorite_model ? h('span', { class: 'lumen-model-name', text: tiles.favorite_model }) : '—',
+      tiles.favorite_model
+        ? h('span', { class: 'lumen-model-name', text: tiles.favorite_model })
+        : '—',
       note(tiles.favorite_model ? 'Most requests' : 'No requests yet')
     ),
     renderCoinsAvailable(pool),

@@ -33,7 +33,11 @@ export function renderWebChatRow(chat: WebChat, now: number = Date.now()): HTMLE
     h(
       'table',
       { class: 'lumen-table lumen-webchat-table' },
-      h('thead', {}, h('tr', {}, ...columns.map(([label]) => h('th', { text: label, attrs: { scope: 'col' } })))),
+      h(
+        'thead',
+        {},
+        h('tr', {}, ...columns.map(([label]) => h('th', { text: label, attrs: { scope: 'col' } })))
+      ),
       h(
         'tbody',
         {},
