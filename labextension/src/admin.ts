@@ -69,16 +69,21 @@ export function hasReach(r: Reach): boolean {
   return r.everyone || r.groups.length > 0 || r.users.length > 0;
 }
 
+/** What the service answers when a command fails. */
+interface ErrorAnswer {
+  error?: { message?: string };
+}
+
 /** The commands of `api/admin`, with the login cookie and the page's XSRF token. */
 export class AdminApi {
   constructor(private readonly page: Page) {}
 
-  async get<T = any>(command: string, fields: Record<string, string> = {}): Promise<T> {
+  async get<T = unknown>(command: string, fields: Record<string, string> = {}): Promise<T> {
     const query = new URLSearchParams(fields).toString();
     return this.call<T>('GET', `${command}${query ? `?${query}` : ''}`);
   }
 
-  async post<T = any>(command: string, fields: Record<string, unknown>): Promise<T> {
+  async post<T = unknown>(command: string, fields: Record<string, unknown>): Promise<T> {
     return this.call<T>('POST', command, fields);
   }
 
@@ -94,14 +99,14 @@ export class AdminApi {
       credentials: 'same-origin',
       body: body === undefined ? undefined : JSON.stringify(body)
     });
-    let data: any = null;
+    let data: unknown = null;
     try {
       data = await response.json();
     } catch {
       data = null;
     }
     if (!response.ok) {
-      const message = data?.error?.message;
+      const message = (data as ErrorAnswer | null)?.error?.message;
       throw new Error(message || `The service answered ${response.status}`);
     }
     return data as T;

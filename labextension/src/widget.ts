@@ -13,19 +13,31 @@ import { ProfileView } from './views/profileView';
 import {
   emptyState,
   PERIODS,
+  type ApiKey,
   type CreatedKey,
   type KeyLimits,
+  type KeyStatus,
+  type ModelInfo,
   type Period,
+  type Profile,
   type ProfileActions,
   type ProfileState,
-  type Section
+  type Section,
+  type UsageHistory
 } from './views/types';
+
+type Buffers = (ArrayBuffer | ArrayBufferView)[];
+
+/** A custom message from the kernel: its content and the binary buffers sent with it. */
+type MessageCallback = (content: unknown, buffers?: Buffers) => void;
 
 /** The part of anywidget's model interface this entry uses. */
 interface WidgetModel {
-  get(name: string): any;
-  on(event: string, callback: (...args: any[]) => void): void;
-  off(event?: string | null, callback?: ((...args: any[]) => void) | null): void;
+  get(name: string): unknown;
+  on(event: 'msg:custom', callback: MessageCallback): void;
+  on(event: `change:${string}`, callback: () => void): void;
+  off(event: 'msg:custom', callback: MessageCallback): void;
+  off(event: `change:${string}`, callback: () => void): void;
   send(content: unknown, callbacks?: unknown, buffers?: ArrayBuffer[] | ArrayBufferView[]): void;
 }
 
@@ -34,11 +46,30 @@ interface Reply {
   request_id: string;
   ok: boolean;
   error?: string | null;
-  data?: any;
+  data?: unknown;
+}
+
+/** What a reply resolves its request with. */
+interface Answer {
+  data: unknown;
+  buffers: Buffers;
+}
+
+/** The data of the reply to `create_key`; the key itself comes as the reply's buffer. */
+interface CreatedKeyData {
+  id: number;
+  hint: string;
+  name: string | null;
+  status: KeyStatus;
 }
 
 const SECTIONS: Section[] = ['profile', 'balance', 'keys', 'models', 'spending'];
 const TIMEOUT_MS = 120_000;
+
+/** Whether a trait's value is one of the values this entry knows. */
+function isOneOf<T extends string>(values: readonly T[], value: unknown): value is T {
+  return (values as readonly unknown[]).includes(value);
+}
 
 function count(value: unknown): number | null {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : null;
@@ -51,13 +82,13 @@ function count(value: unknown): number | null {
 export function stateFromModel(model: WidgetModel): ProfileState {
   const period = model.get('period');
   return {
-    profile: model.get('profile') || null,
-    keys: model.get('api_keys') || [],
-    models: model.get('models') || [],
-    usage: model.get('usage') || null,
-    period: PERIODS.includes(period) ? period : 'month',
+    profile: (model.get('profile') as Profile | null) || null,
+    keys: (model.get('api_keys') as ApiKey[] | null) || [],
+    models: (model.get('models') as ModelInfo[] | null) || [],
+    usage: (model.get('usage') as UsageHistory | null) || null,
+    period: isOneOf(PERIODS, period) ? period : 'month',
     loading: Boolean(model.get('loading')),
-    error: model.get('error') || null,
+    error: (model.get('error') as string | null) || null,
     keysTotal: count(model.get('keys_total')),
     modelsTotal: count(model.get('models_total'))
   };
@@ -78,11 +109,7 @@ export class KernelActions implements ProfileActions {
   private counter = 0;
   private readonly pending = new Map<
     string,
-    {
-      resolve: (reply: { data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }) => void;
-      reject: (e: Error) => void;
-      timer: number;
-    }
+    { resolve: (answer: Answer) => void; reject: (e: Error) => void; timer: number }
   >();
 
   constructor(private readonly model: WidgetModel) {
@@ -91,8 +118,8 @@ export class KernelActions implements ProfileActions {
   }
 
   /** Handle a custom message from the kernel; other views' replies are ignored. */
-  handle(content: any, buffers: (ArrayBuffer | ArrayBufferView)[] = []): void {
-    if (!content || content.type !== 'reply') {
+  handle(content: unknown, buffers: Buffers = []): void {
+    if (!content || (content as Partial<Reply>).type !== 'reply') {
       return;
     }
     const reply = content as Reply;
@@ -120,22 +147,20 @@ export class KernelActions implements ProfileActions {
   private request(method: string, args: Record<string, unknown> = {}) {
     this.counter += 1;
     const requestId = `${this.prefix}-${this.counter}`;
-    return new Promise<{ data: any; buffers: (ArrayBuffer | ArrayBufferView)[] }>(
-      (resolve, reject) => {
-        const timer = window.setTimeout(() => {
-          this.pending.delete(requestId);
-          reject(new Error('No answer from the kernel: is it running?'));
-        }, TIMEOUT_MS);
-        this.pending.set(requestId, { resolve, reject, timer });
-        try {
-          this.model.send({ type: 'intent', method, args, request_id: requestId });
-        } catch (err) {
-          window.clearTimeout(timer);
-          this.pending.delete(requestId);
-          reject(err instanceof Error ? err : new Error(String(err)));
-        }
+    return new Promise<Answer>((resolve, reject) => {
+      const timer = window.setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new Error('No answer from the kernel: is it running?'));
+      }, TIMEOUT_MS);
+      this.pending.set(requestId, { resolve, reject, timer });
+      try {
+        this.model.send({ type: 'intent', method, args, request_id: requestId });
+      } catch (err) {
+        window.clearTimeout(timer);
+        this.pending.delete(requestId);
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
-    );
+    });
   }
 
   async refresh(): Promise<void> {
@@ -148,7 +173,8 @@ export class KernelActions implements ProfileActions {
     if (!key) {
       throw new Error('The kernel did not send the new key');
     }
-    return { id: data.id, hint: data.hint, name: data.name ?? '', status: data.status, key };
+    const made = data as CreatedKeyData;
+    return { id: made.id, hint: made.hint, name: made.name ?? '', status: made.status, key };
   }
 
   async saveKey(id: number, name: string, limits: KeyLimits = {}): Promise<void> {
@@ -186,7 +212,7 @@ const TRAITS = [
 
 function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => void {
   const requested = model.get('section');
-  const section: Section = SECTIONS.includes(requested) ? requested : 'profile';
+  const section: Section = isOneOf(SECTIONS, requested) ? requested : 'profile';
   const actions = new KernelActions(model);
   const view = new ProfileView(actions, { section });
   // The skeleton is painted first; the view takes the model's state once that frame
@@ -210,8 +236,7 @@ function render({ model, el }: { model: WidgetModel; el: HTMLElement }): () => v
     painted = true;
     onChange();
   });
-  const onMessage = (content: unknown, buffers?: (ArrayBuffer | ArrayBufferView)[]) =>
-    actions.handle(content, buffers ?? []);
+  const onMessage: MessageCallback = (content, buffers) => actions.handle(content, buffers ?? []);
   for (const name of TRAITS) {
     model.on(`change:${name}`, onChange);
   }

@@ -127,7 +127,7 @@ export class LumenEventStream {
   }
 
   private emit(kind: string, text: string): void {
-    let data: any;
+    let data: unknown;
     try {
       data = JSON.parse(text);
     } catch {

@@ -39,6 +39,15 @@ export class LumenConfigError extends Error {
   readonly code = 'lumen_config_error';
 }
 
+/**
+ * A failed call's answer: lumen's error document, or the bare message of a Jupyter
+ * server handler.
+ */
+interface ErrorAnswer {
+  error?: { code?: string; message?: string };
+  message?: string;
+}
+
 export class LumenRestClient {
   constructor(readonly settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
 
@@ -56,19 +65,20 @@ export class LumenRestClient {
       throw new Error(`The Jupyter server did not answer (${(err as Error).message})`);
     }
     const text = await response.text();
-    let data: any = null;
+    let data: unknown = null;
     try {
       data = text ? JSON.parse(text) : null;
     } catch {
       data = null;
     }
     if (!response.ok) {
+      const failure = data as ErrorAnswer | null;
       const message =
-        data?.error?.message ?? data?.message ?? `${response.status} ${response.statusText}`;
-      if (response.status === 404 && !data?.error) {
+        failure?.error?.message ?? failure?.message ?? `${response.status} ${response.statusText}`;
+      if (response.status === 404 && !failure?.error) {
         throw new Error('The lumen-jupyter server extension is not enabled on this server');
       }
-      if (response.status === 503 && data?.error?.code === 'lumen_config_error') {
+      if (response.status === 503 && failure?.error?.code === 'lumen_config_error') {
         throw new LumenConfigError(message);
       }
       throw new Error(message);

@@ -13,7 +13,7 @@ export interface Props {
   title?: string;
   attrs?: Record<string, string | number | boolean | null | undefined>;
   dataset?: Record<string, string>;
-  on?: Partial<Record<keyof HTMLElementEventMap, (event: any) => void>>;
+  on?: { [E in keyof HTMLElementEventMap]?: (event: HTMLElementEventMap[E]) => void };
 }
 
 export function h<K extends keyof HTMLElementTagNameMap>(

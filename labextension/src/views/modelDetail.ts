@@ -77,7 +77,6 @@ export function openModelDetail(ctx: ViewContext, model: ModelInfo): DialogHandl
       h('blockquote', { class: 'lumen-notice', text: model.notice })
     );
   }
-  let handle: DialogHandle;
   const buttons: DialogButton[] = [
     {
       label: 'Close',
@@ -97,7 +96,7 @@ export function openModelDetail(ctx: ViewContext, model: ModelInfo): DialogHandl
       }
     });
   }
-  handle = openDialog(ctx.dialogHost, {
+  const handle = openDialog(ctx.dialogHost, {
     title: model.name,
     className: 'lumen-model-dialog',
     body,
