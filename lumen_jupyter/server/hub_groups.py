@@ -11,7 +11,7 @@ group's members are the hub's.  The service reads it with the hub's group list
 YAML's groups plus these.  Two rules keep it safe to use:
 
 * the YAML has the last word: a group the YAML defines keeps the YAML's settings,
-  and the hub's are ignored (logged once);
+  and the hub's are ignored (logged whenever the hub's settings change);
 * nothing the hub holds stops a call: settings that do not parse are logged and
   skipped (one bad group never hides the others), and when the group list cannot be
   read (the service's role lacks ``read:groups``, the hub is down) the last settings

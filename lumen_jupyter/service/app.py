@@ -116,7 +116,8 @@ class LumenServe(Lumen, JupyterApp):
         config=True,
         help="Take the client's address and scheme from X-Real-Ip / X-Forwarded-For / "
         "X-Forwarded-Proto (set by a proxy in front: the hub's). auto: in hub mode only. "
-        "Without a proxy a caller could write them, and the access log would believe it.",
+        "Without a proxy a caller could write them: the links in its answers and the "
+        "address in error logs would believe them.",
     )
     shutdown_grace = Float(
         10.0, config=True, help="Seconds running calls may take to finish after SIGTERM."
