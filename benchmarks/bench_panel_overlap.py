@@ -60,9 +60,6 @@ FIRST_PAGE = 40
 
 def seed(work: Path, args: argparse.Namespace, demo_url: str) -> tuple[Path, Path, Path]:
     """The profile benchmark's account, and ``demo-free`` served by the demo backend."""
-    from lumen_jupyter.store import Store
-    from lumen_jupyter.store.engine import rebuild_rollups
-
     models = api.make_models(args.models)
     config = work / "lumen.yaml"
     api.write_config(config, models)
@@ -73,12 +70,8 @@ def seed(work: Path, args: argparse.Namespace, demo_url: str) -> tuple[Path, Pat
             "    output_cost_per_million: 2\n"
             f"    endpoints: [{{url: '{demo_url}', model: {gw.MODEL}}}]\n"
         )
-    secret = work / "secret"
-    secret.write_bytes(os.urandom(32).hex().encode())
-    secret.chmod(0o600)
+    secret = api.write_secret(work)
     path = work / "lumen.db"
-    url = f"sqlite:///{path}"
-    Store(url).migrate()
     facts = api.Seed(
         rows=args.rows,
         days=args.days,
@@ -87,11 +80,7 @@ def seed(work: Path, args: argparse.Namespace, demo_url: str) -> tuple[Path, Pat
         secret=secret.read_bytes().strip(),
         now=datetime.now(timezone.utc),
     )
-    api.seed_stores(facts, [api.SqliteSink(path)])
-    store = Store(url)
-    with store.write() as conn:
-        rebuild_rollups(conn)
-    store.dispose()
+    api.seeded_sqlite(path, facts)
     return path, config, secret
 
 

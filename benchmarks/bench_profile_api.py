@@ -618,6 +618,36 @@ def seed_stores(seed: Seed, sinks: list[Any]) -> dict[str, Any]:
 # -- measuring over HTTP -----------------------------------------------------------------
 
 
+def write_secret(work: Path) -> Path:
+    """A fresh key secret in ``work/secret`` (0600), as the server keeps one."""
+    secret_file = work / "secret"
+    secret_file.write_bytes(os.urandom(32).hex().encode())
+    secret_file.chmod(0o600)
+    return secret_file
+
+
+def rebuild_rollups_of(url: str) -> None:
+    """What record_usage writes beside the daily counters, rebuilt from a seeded store."""
+    from lumen_jupyter.store import Store
+    from lumen_jupyter.store.engine import rebuild_rollups
+
+    store = Store(url)
+    with store.write() as conn:
+        rebuild_rollups(conn)
+    store.dispose()
+
+
+def seeded_sqlite(path: Path, seed: Seed) -> str:
+    """A migrated SQLite store at ``path`` holding ``seed``'s account; its URL."""
+    from lumen_jupyter.store import Store
+
+    url = f"sqlite:///{path}"
+    Store(url).migrate()
+    seed_stores(seed, [SqliteSink(path)])
+    rebuild_rollups_of(url)
+    return url
+
+
 def measure_http(
     server: h.JupyterServer, requests: int, warmup: int, rounds: int, budget: float
 ) -> dict[str, Any]:
@@ -849,7 +879,6 @@ def main() -> None:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
 
     from lumen_jupyter.store import Store
-    from lumen_jupyter.store.engine import rebuild_rollups
 
     facts = h.machine_facts()
     print(
@@ -861,9 +890,7 @@ def main() -> None:
     models = make_models(args.models)
     config = work / "lumen.yaml"
     write_config(config, models)
-    secret_file = work / "secret"
-    secret_file.write_bytes(os.urandom(32).hex().encode())
-    secret_file.chmod(0o600)
+    secret_file = write_secret(work)
     now = datetime.now(timezone.utc)
 
     urls: dict[str, str] = {}
@@ -895,11 +922,8 @@ def main() -> None:
         now=now,
     )
     seeded = seed_stores(seed, sinks)
-    for url in urls.values():  # what record_usage writes beside the daily counters
-        rollups = Store(url)
-        with rollups.write() as conn:
-            rebuild_rollups(conn)
-        rollups.dispose()
+    for url in urls.values():
+        rebuild_rollups_of(url)
     print(
         f"seeded in {seeded['seconds']} s: {seeded['usage_daily_rows']:,} usage_daily rows, "
         f"{seeded['usage_stats_rows']} usage_stats rows",

@@ -77,18 +77,10 @@ COMPLETE = (
 
 
 def seed_store(work: Path, args: argparse.Namespace) -> tuple[str, Path, Path]:
-    from lumen_jupyter.store import Store
-    from lumen_jupyter.store.engine import rebuild_rollups
-
     models = api.make_models(args.models)
     config = work / "lumen.yaml"
     api.write_config(config, models)
-    secret_file = work / "secret"
-    secret_file.write_bytes(os.urandom(32).hex().encode())
-    secret_file.chmod(0o600)
-    path = work / "lumen.db"
-    url = f"sqlite:///{path}"
-    Store(url).migrate()
+    secret_file = api.write_secret(work)
     seed = api.Seed(
         rows=args.rows,
         days=args.days,
@@ -97,11 +89,7 @@ def seed_store(work: Path, args: argparse.Namespace) -> tuple[str, Path, Path]:
         secret=secret_file.read_bytes().strip(),
         now=datetime.now(timezone.utc),
     )
-    api.seed_stores(seed, [api.SqliteSink(path)])
-    store = Store(url)
-    with store.write() as conn:
-        rebuild_rollups(conn)
-    store.dispose()
+    url = api.seeded_sqlite(work / "lumen.db", seed)
     return url, config, secret_file
 
 
