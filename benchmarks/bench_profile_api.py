@@ -89,6 +89,8 @@ class Model:
 
 
 def make_models(count: int) -> list[Model]:
+    if count < len(WORKING_MODEL_WEIGHTS):  # each day's calls go to that many models
+        raise SystemExit(f"--models must be at least {len(WORKING_MODEL_WEIGHTS)} (got {count})")
     rng = random.Random(7)
     vendors = ("acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "tyrell")
     models = []
